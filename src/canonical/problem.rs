@@ -1,0 +1,175 @@
+//! Problems: every error patchbay answers, as RFC 9457 problem details. Pure data; the gateway's rescue
+//! turns one into an HTTP response.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// One bad field, named by its canonical dotted path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The kinds of problem, each with its status, `type` slug and title (DESIGN §1 status table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemKind {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    Conflict,
+    Unprocessable,
+    RateLimited,
+    Internal,
+    BadGateway,
+    ServiceUnavailable,
+    GatewayTimeout,
+}
+
+impl ProblemKind {
+    pub fn status(self) -> u16 {
+        match self {
+            ProblemKind::BadRequest => 400,
+            ProblemKind::Unauthorized => 401,
+            ProblemKind::Forbidden => 403,
+            ProblemKind::NotFound => 404,
+            ProblemKind::MethodNotAllowed => 405,
+            ProblemKind::UnsupportedMediaType => 415,
+            ProblemKind::PayloadTooLarge => 413,
+            ProblemKind::Conflict => 409,
+            ProblemKind::Unprocessable => 422,
+            ProblemKind::RateLimited => 429,
+            ProblemKind::Internal => 500,
+            ProblemKind::BadGateway => 502,
+            ProblemKind::ServiceUnavailable => 503,
+            ProblemKind::GatewayTimeout => 504,
+        }
+    }
+
+    fn slug_and_title(self) -> (&'static str, &'static str) {
+        match self {
+            ProblemKind::BadRequest => ("bad-request", "Bad request"),
+            ProblemKind::Unauthorized => ("unauthorized", "Not authenticated"),
+            ProblemKind::Forbidden => ("forbidden", "Not allowed"),
+            ProblemKind::NotFound => ("not-found", "Not found"),
+            ProblemKind::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
+            ProblemKind::UnsupportedMediaType => {
+                ("unsupported-media-type", "Unsupported media type")
+            }
+            ProblemKind::PayloadTooLarge => ("payload-too-large", "Request body too large"),
+            ProblemKind::Conflict => ("conflict", "Conflict"),
+            ProblemKind::Unprocessable => ("validation", "The patch cannot be applied"),
+            ProblemKind::RateLimited => ("rate-limited", "Rate limited"),
+            ProblemKind::Internal => ("internal", "Internal error"),
+            ProblemKind::BadGateway => ("bad-gateway", "The provider failed"),
+            ProblemKind::ServiceUnavailable => ("unavailable", "Service unavailable"),
+            ProblemKind::GatewayTimeout => ("upstream-timeout", "The provider did not answer in time"),
+        }
+    }
+}
+
+/// A problem to answer: kind, a sentence for humans, the bad fields, and what the provider said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+    /// The provider that was called, when one was.
+    pub provider: Option<String>,
+    /// The provider's own status, when one answered.
+    pub upstream_status: Option<u16>,
+    /// Whole seconds for `Retry-After` (429 only).
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind,
+            detail: detail.into(),
+            errors: Vec::new(),
+            provider: None,
+            upstream_status: None,
+            retry_after: None,
+        }
+    }
+
+    /// A 422 listing bad fields.
+    pub fn invalid(errors: Vec<FieldError>) -> Problem {
+        let detail = match errors.as_slice() {
+            [one] => format!("`{}` {}", one.field, one.message),
+            many => format!("{} fields are invalid", many.len()),
+        };
+        Problem {
+            errors,
+            ..Problem::new(ProblemKind::Unprocessable, detail)
+        }
+    }
+
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Problem {
+        self.errors = errors;
+        self
+    }
+
+    pub fn from_provider(mut self, provider: &str, upstream_status: Option<u16>) -> Problem {
+        self.provider = Some(provider.to_owned());
+        self.upstream_status = upstream_status;
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+
+    /// The `application/problem+json` body.
+    pub fn to_json(&self) -> Value {
+        let (slug, title) = self.kind.slug_and_title();
+        let mut body = json!({
+            "type": format!("urn:patchbay:problem:{slug}"),
+            "title": title,
+            "status": self.status(),
+            "detail": self.detail,
+            "errors": self.errors,
+        });
+        if let Some(provider) = &self.provider {
+            body["provider"] = json!(provider);
+        }
+        if let Some(status) = self.upstream_status {
+            body["upstream_status"] = json!(status);
+        }
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_rfc9457_members() {
+        let problem = Problem::invalid(vec![FieldError::new("phone", "is bad")])
+            .from_provider("juice", Some(422));
+        let body = problem.to_json();
+        assert_eq!(body["status"], 422);
+        assert_eq!(body["type"], "urn:patchbay:problem:validation");
+        assert_eq!(body["detail"], "`phone` is bad");
+        assert_eq!(body["errors"][0]["field"], "phone");
+        assert_eq!(body["provider"], "juice");
+        assert_eq!(body["upstream_status"], 422);
+        let plain = Problem::new(ProblemKind::NotFound, "no such route").to_json();
+        assert!(plain.get("provider").is_none() && plain.get("upstream_status").is_none());
+    }
+}

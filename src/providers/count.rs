@@ -1,0 +1,237 @@
+//! COUNT: camelCase with nested address objects that are replaced whole, and `customer` and `email`
+//! required on every write, so most writes are read-merge-write.
+
+use super::{
+    canonical_address, canonical_value, field_errors, finish_canonical, map_field, parse_uuid,
+    segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
+};
+use crate::canonical::{
+    AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, CustomerPatch,
+    Field, FieldError,
+};
+use http::Method;
+use serde_json::{Map, Value};
+
+pub struct Count;
+
+const FIELDS: [(Field, &str); 5] = [
+    (Field::CompanyName, "customer"),
+    (Field::Email, "email"),
+    (Field::Phone, "mainPhone"),
+    (Field::Website, "website"),
+    (Field::Status, "status"),
+];
+
+/// COUNT's address shape has no second line.
+const ADDRESS: [(AddressPart, &str); 5] = [
+    (AddressPart::Line1, "street"),
+    (AddressPart::City, "city"),
+    (AddressPart::State, "state"),
+    (AddressPart::PostalCode, "zipCode"),
+    (AddressPart::Country, "country"),
+];
+
+const ADDRESS_PARTS: [AddressPart; 5] = [
+    AddressPart::Line1,
+    AddressPart::City,
+    AddressPart::State,
+    AddressPart::PostalCode,
+    AddressPart::Country,
+];
+
+const ADDRESS_KEYS: [(AddressKind, &str); 2] = [
+    (AddressKind::Billing, "billingAddress"),
+    (AddressKind::Shipping, "shippingAddress"),
+];
+
+static CAPABILITIES: Capabilities = Capabilities {
+    fields: &[
+        (Field::CompanyName, false),
+        (Field::Email, false),
+        (Field::Phone, true),
+        (Field::Website, true),
+        (Field::Status, false),
+    ],
+    addresses: &[
+        AddressSupport {
+            kind: AddressKind::Billing,
+            parts: &ADDRESS_PARTS,
+            removable: true,
+        },
+        AddressSupport {
+            kind: AddressKind::Shipping,
+            parts: &ADDRESS_PARTS,
+            removable: true,
+        },
+    ],
+};
+
+const RESERVED: &[&str] = &[
+    "uuid",
+    "createdAt",
+    "updatedAt",
+    "customer",
+    "email",
+    "mainPhone",
+    "website",
+    "status",
+    "billingAddress",
+    "shippingAddress",
+];
+
+const ERROR_FIELDS: &[(&str, &str)] = &[
+    ("customer", "company_name"),
+    ("mainPhone", "phone"),
+    ("billingAddress", "billing_address"),
+    ("shippingAddress", "shipping_address"),
+    ("street", "line1"),
+    ("zipCode", "postal_code"),
+];
+
+/// Fields COUNT requires on every write, taken from the patch or else from the current record.
+const REQUIRED: [(Field, &str); 2] = [(Field::CompanyName, "customer"), (Field::Email, "email")];
+
+fn path(id: &str) -> String {
+    format!("/customers/{}", segment(id))
+}
+
+fn change_value(change: &Change) -> Value {
+    match change {
+        Change::Set(value) => Value::String(value.clone()),
+        Change::Clear => Value::Null,
+    }
+}
+
+impl Dialect for Count {
+    fn name(&self) -> &'static str {
+        "count"
+    }
+
+    fn capabilities(&self) -> &'static Capabilities {
+        &CAPABILITIES
+    }
+
+    fn parse_id(&self, id: &str) -> Result<String, String> {
+        parse_uuid(id)
+    }
+
+    fn reserved_fields(&self) -> &'static [&'static str] {
+        RESERVED
+    }
+
+    fn read(&self, id: &str) -> UpstreamRequest {
+        UpstreamRequest {
+            method: Method::GET,
+            path: path(id),
+            body: None,
+        }
+    }
+
+    fn needs_current(&self, patch: &CustomerPatch) -> bool {
+        let merges_an_address = patch
+            .addresses
+            .values()
+            .any(|change| matches!(change, AddressChange::Merge(_)));
+        let has_required = REQUIRED
+            .iter()
+            .all(|(field, _)| matches!(patch.fields.get(field), Some(Change::Set(_))));
+        merges_an_address || !has_required
+    }
+
+    fn write(
+        &self,
+        id: &str,
+        patch: &CustomerPatch,
+        current: Option<&Map<String, Value>>,
+    ) -> Result<UpstreamRequest, Vec<FieldError>> {
+        let mut body = patch.provider_fields.clone();
+        for (field, key) in FIELDS {
+            if let Some(change) = patch.fields.get(&field) {
+                body.insert(key.into(), change_value(change));
+            }
+        }
+        let mut errors = Vec::new();
+        for (field, key) in REQUIRED {
+            if body.contains_key(key) {
+                continue;
+            }
+            match current.and_then(|c| c.get(key)).and_then(Value::as_str) {
+                Some(value) if !value.is_empty() => {
+                    body.insert(key.into(), Value::String(value.to_owned()));
+                }
+                _ => errors.push(FieldError::new(
+                    field.name(),
+                    "COUNT requires it on every write and the current record has none",
+                )),
+            }
+        }
+        for (kind, key) in ADDRESS_KEYS {
+            let merged = match patch.addresses.get(&kind) {
+                None => continue,
+                Some(AddressChange::Remove) => Value::Null,
+                Some(AddressChange::Merge(parts)) => {
+                    // An address sent replaces the stored one: send every sub-field, merged.
+                    let stored = current.and_then(|c| c.get(key)).and_then(Value::as_object);
+                    let address: Map<String, Value> = ADDRESS
+                        .iter()
+                        .map(|(part, upstream)| {
+                            let value = match parts.get(part) {
+                                Some(change) => change_value(change),
+                                None => canonical_value(stored.and_then(|s| s.get(*upstream))),
+                            };
+                            ((*upstream).to_owned(), value)
+                        })
+                        .collect();
+                    if address.values().all(Value::is_null) {
+                        Value::Null
+                    } else {
+                        Value::Object(address)
+                    }
+                }
+            };
+            body.insert(key.into(), merged);
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(UpstreamRequest {
+            method: Method::PUT,
+            path: path(id),
+            body: Some(Value::Object(body)),
+        })
+    }
+
+    fn record<'a>(&self, body: &'a Value) -> Option<&'a Map<String, Value>> {
+        body.get("data")?.as_object()
+    }
+
+    fn record_id(&self, record: &Map<String, Value>) -> Option<String> {
+        record.get("uuid")?.as_str().map(str::to_owned)
+    }
+
+    fn to_canonical(&self, record: &Map<String, Value>) -> Map<String, Value> {
+        let id = self.record_id(record).unwrap_or_default();
+        let mut map = start_canonical(self.name(), &id);
+        for (field, key) in FIELDS {
+            map.insert(field.name().into(), canonical_value(record.get(key)));
+        }
+        for (kind, key) in ADDRESS_KEYS {
+            let stored = record.get(key).and_then(Value::as_object);
+            map.insert(kind.name().into(), canonical_address(stored, &ADDRESS));
+        }
+        finish_canonical(map, self.name(), record, ("createdAt", "updatedAt"), RESERVED)
+    }
+
+    fn failure(
+        &self,
+        body: &Value,
+        _sent: Option<&Value>,
+        _current: Option<&Map<String, Value>>,
+    ) -> UpstreamFailure {
+        UpstreamFailure {
+            message: string_at(body, "/message"),
+            code: string_at(body, "/code"),
+            errors: field_errors(body.get("errors"), "field", |f| map_field(f, ERROR_FIELDS)),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Juice: snake_case, one nested billing address that must be sent complete, and `""` (not `null`) clears.
+
+use super::{
+    canonical_address, canonical_value, field_errors, finish_canonical, map_field, parse_uuid,
+    segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
+};
+use crate::canonical::{
+    AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, CustomerPatch,
+    Field, FieldError,
+};
+use http::Method;
+use serde_json::{Map, Value};
+
+pub struct Juice;
+
+const FIELDS: [(Field, &str); 4] = [
+    (Field::FirstName, "first_name"),
+    (Field::LastName, "last_name"),
+    (Field::Email, "email"),
+    (Field::Phone, "phone_number"),
+];
+
+const ADDRESS: [(AddressPart, &str); 6] = [
+    (AddressPart::Line1, "line1"),
+    (AddressPart::Line2, "line2"),
+    (AddressPart::City, "city"),
+    (AddressPart::State, "state"),
+    (AddressPart::PostalCode, "zip_code"),
+    (AddressPart::Country, "country"),
+];
+
+static CAPABILITIES: Capabilities = Capabilities {
+    fields: &[
+        (Field::FirstName, true),
+        (Field::LastName, true),
+        (Field::Email, true),
+        (Field::Phone, true),
+    ],
+    // Removing the whole address is not documented (FACTS: ASSUMPTION), so it is refused.
+    addresses: &[AddressSupport {
+        kind: AddressKind::Billing,
+        parts: &AddressPart::ALL,
+        removable: false,
+    }],
+};
+
+const RESERVED: &[&str] = &[
+    "id",
+    "created_at",
+    "updated_at",
+    "first_name",
+    "last_name",
+    "email",
+    "phone_number",
+    "billing_address",
+];
+
+const ERROR_FIELDS: &[(&str, &str)] = &[("phone_number", "phone"), ("zip_code", "postal_code")];
+
+fn path(id: &str) -> String {
+    format!("/customers/{}", segment(id))
+}
+
+/// Juice ignores `null`; the empty string is what clears.
+fn juice_value(change: &Change) -> Value {
+    match change {
+        Change::Set(value) => Value::String(value.clone()),
+        Change::Clear => Value::String(String::new()),
+    }
+}
+
+impl Dialect for Juice {
+    fn name(&self) -> &'static str {
+        "juice"
+    }
+
+    fn capabilities(&self) -> &'static Capabilities {
+        &CAPABILITIES
+    }
+
+    fn parse_id(&self, id: &str) -> Result<String, String> {
+        parse_uuid(id)
+    }
+
+    fn reserved_fields(&self) -> &'static [&'static str] {
+        RESERVED
+    }
+
+    fn read(&self, id: &str) -> UpstreamRequest {
+        UpstreamRequest {
+            method: Method::GET,
+            path: path(id),
+            body: None,
+        }
+    }
+
+    fn needs_current(&self, patch: &CustomerPatch) -> bool {
+        patch.addresses.contains_key(&AddressKind::Billing)
+    }
+
+    fn write(
+        &self,
+        id: &str,
+        patch: &CustomerPatch,
+        current: Option<&Map<String, Value>>,
+    ) -> Result<UpstreamRequest, Vec<FieldError>> {
+        let mut body = patch.provider_fields.clone();
+        for (field, key) in FIELDS {
+            if let Some(change) = patch.fields.get(&field) {
+                body.insert(key.into(), juice_value(change));
+            }
+        }
+        if let Some(AddressChange::Merge(parts)) = patch.addresses.get(&AddressKind::Billing) {
+            // A nested object must be sent complete: merge onto the stored one, empties as "".
+            let stored = current
+                .and_then(|c| c.get("billing_address"))
+                .and_then(Value::as_object);
+            let address: Map<String, Value> = ADDRESS
+                .iter()
+                .map(|(part, key)| {
+                    let value = match parts.get(part) {
+                        Some(change) => juice_value(change),
+                        None => match canonical_value(stored.and_then(|s| s.get(*key))) {
+                            Value::Null => Value::String(String::new()),
+                            other => other,
+                        },
+                    };
+                    ((*key).to_owned(), value)
+                })
+                .collect();
+            body.insert("billing_address".into(), Value::Object(address));
+        }
+        Ok(UpstreamRequest {
+            method: Method::PATCH,
+            path: path(id),
+            body: Some(Value::Object(body)),
+        })
+    }
+
+    fn record<'a>(&self, body: &'a Value) -> Option<&'a Map<String, Value>> {
+        body.get("data")?.as_object()
+    }
+
+    fn record_id(&self, record: &Map<String, Value>) -> Option<String> {
+        record.get("id")?.as_str().map(str::to_owned)
+    }
+
+    fn to_canonical(&self, record: &Map<String, Value>) -> Map<String, Value> {
+        let id = self.record_id(record).unwrap_or_default();
+        let mut map = start_canonical(self.name(), &id);
+        for (field, key) in FIELDS {
+            map.insert(field.name().into(), canonical_value(record.get(key)));
+        }
+        let stored = record.get("billing_address").and_then(Value::as_object);
+        map.insert(
+            AddressKind::Billing.name().into(),
+            canonical_address(stored, &ADDRESS),
+        );
+        finish_canonical(map, self.name(), record, ("created_at", "updated_at"), RESERVED)
+    }
+
+    fn failure(
+        &self,
+        body: &Value,
+        _sent: Option<&Value>,
+        _current: Option<&Map<String, Value>>,
+    ) -> UpstreamFailure {
+        let items = body.pointer("/error/errors").or_else(|| body.get("errors"));
+        UpstreamFailure {
+            message: string_at(body, "/error/message"),
+            code: string_at(body, "/error/code"),
+            errors: field_errors(items, "field", |f| map_field(f, ERROR_FIELDS)),
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Provider dialects: pure translations between the canonical model and each provider's wire format.
+//!
+//! A dialect turns `canonical patch (+ current record)` into an [`UpstreamRequest`] and an upstream record
+//! into a canonical customer, and reads the provider's error bodies. It does no IO: the gateway decides when
+//! to call, `upstream` signs and sends. Adding a provider is one module here plus its entry in [`all`].
+
+mod count;
+mod juice;
+mod sparklayer;
+mod sweetspot;
+
+pub use count::Count;
+pub use juice::Juice;
+pub use sparklayer::SparkLayer;
+pub use sweetspot::SweetSpot;
+
+use crate::canonical::{AddressPart, Capabilities, CustomerPatch, FieldError};
+use http::Method;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::{Map, Value};
+
+/// A call a dialect wants made: method, path below the provider's `base_url`, and JSON body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamRequest {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Value>,
+}
+
+/// A provider's error body, read back into canonical terms.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UpstreamFailure {
+    /// The provider's own message, if it gave one.
+    pub message: Option<String>,
+    /// The provider's machine-readable code, if it gave one (e.g. COUNT's `token_expired`).
+    pub code: Option<String>,
+    /// Field errors with their names mapped back to canonical paths.
+    pub errors: Vec<FieldError>,
+}
+
+/// One provider's dialect. Implementations are unit structs: all state lives in the records passed in.
+pub trait Dialect: Send + Sync + 'static {
+    /// The provider's name in URLs and config (`juice`).
+    fn name(&self) -> &'static str;
+
+    /// What the provider can store and clear.
+    fn capabilities(&self) -> &'static Capabilities;
+
+    /// Validates a percent-decoded id and returns the form sent upstream (e.g. a lower-cased UUID).
+    fn parse_id(&self, id: &str) -> Result<String, String>;
+
+    /// Upstream fields that `provider_fields` may not write: the ones canonical fields map to, ids and
+    /// timestamps, and anything the dialect manages itself.
+    fn reserved_fields(&self) -> &'static [&'static str];
+
+    /// The call that reads one customer.
+    fn read(&self, id: &str) -> UpstreamRequest;
+
+    /// Whether [`Dialect::write`] needs the current record (read-merge-write).
+    fn needs_current(&self, patch: &CustomerPatch) -> bool;
+
+    /// The call that applies `patch`; `current` is the record when [`Dialect::needs_current`] said so.
+    /// Fails with field errors when the merged result is something the provider would refuse.
+    fn write(
+        &self,
+        id: &str,
+        patch: &CustomerPatch,
+        current: Option<&Map<String, Value>>,
+    ) -> Result<UpstreamRequest, Vec<FieldError>>;
+
+    /// The customer record inside a successful response body (unwrapping any envelope).
+    fn record<'a>(&self, body: &'a Value) -> Option<&'a Map<String, Value>>;
+
+    /// The provider's own primary id in a record (SparkLayer's `cu_…`, even when called by external id).
+    fn record_id(&self, record: &Map<String, Value>) -> Option<String>;
+
+    /// The canonical customer for a record.
+    fn to_canonical(&self, record: &Map<String, Value>) -> Map<String, Value>;
+
+    /// Reads an error body; `sent` is the body of the request that failed, for dialects whose error paths
+    /// point into it (SparkLayer's `addresses.N.city`), and `current` the record it was merged from.
+    fn failure(
+        &self,
+        body: &Value,
+        sent: Option<&Value>,
+        current: Option<&Map<String, Value>>,
+    ) -> UpstreamFailure;
+
+    /// Refuses `provider_fields` entries that would bypass the canonical mapping.
+    fn check_provider_fields(&self, fields: &Map<String, Value>) -> Vec<FieldError> {
+        let reserved = self.reserved_fields();
+        fields
+            .keys()
+            .filter(|key| reserved.contains(&key.as_str()))
+            .map(|key| {
+                FieldError::new(
+                    format!("provider_fields.{}.{key}", self.name()),
+                    "is managed by patchbay: write it through its canonical field",
+                )
+            })
+            .collect()
+    }
+}
+
+/// Every provider of this version, in a fixed order.
+pub fn all() -> Vec<Box<dyn Dialect>> {
+    vec![
+        Box::new(SweetSpot),
+        Box::new(Count),
+        Box::new(Juice),
+        Box::new(SparkLayer),
+    ]
+}
+
+/// Characters left alone in a path segment: RFC 3986 unreserved.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes an id for use as one URL path segment.
+pub(crate) fn segment(id: &str) -> String {
+    utf8_percent_encode(id, SEGMENT).to_string()
+}
+
+/// A hyphenated UUID (8-4-4-4-12 hex, any version), lower-cased.
+pub(crate) fn parse_uuid(id: &str) -> Result<String, String> {
+    let hyphenated = id.len() == 36
+        && id
+            .char_indices()
+            .all(|(i, c)| matches!(i, 8 | 13 | 18 | 23) == (c == '-'));
+    match uuid::Uuid::try_parse(id) {
+        Ok(uuid) if hyphenated => Ok(uuid.hyphenated().to_string()),
+        _ => Err("must be a hyphenated UUID (8-4-4-4-12 hex digits)".into()),
+    }
+}
+
+/// Checks an id against `[first][rest]{0,max-1}` character classes.
+pub(crate) fn check_id_chars(
+    id: &str,
+    first: impl Fn(char) -> bool,
+    rest: impl Fn(char) -> bool,
+    max: usize,
+    rule: &str,
+) -> Result<String, String> {
+    let mut chars = id.chars();
+    let ok = id.len() <= max
+        && chars.next().is_some_and(first)
+        && chars.all(rest);
+    if ok {
+        Ok(id.to_owned())
+    } else {
+        Err(format!("must match {rule}"))
+    }
+}
+
+pub(crate) fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// A record value as the canonical side shows it: empty strings and missing values are `null`.
+pub(crate) fn canonical_value(value: Option<&Value>) -> Value {
+    match value {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::String(s)) if s.is_empty() => Value::Null,
+        Some(other) => other.clone(),
+    }
+}
+
+/// Builds a canonical address from an upstream object given `(canonical part, upstream key)` pairs; `null`
+/// when every part is empty.
+pub(crate) fn canonical_address(
+    source: Option<&Map<String, Value>>,
+    mapping: &[(AddressPart, &str)],
+) -> Value {
+    let Some(source) = source else {
+        return Value::Null;
+    };
+    let address: Map<String, Value> = mapping
+        .iter()
+        .map(|(part, key)| (part.name().to_owned(), canonical_value(source.get(*key))))
+        .collect();
+    if address.values().all(Value::is_null) {
+        Value::Null
+    } else {
+        Value::Object(address)
+    }
+}
+
+/// The canonical customer skeleton every dialect fills: id, provider, then fields, then timestamps and
+/// `provider_fields` last (see [`finish_canonical`]).
+pub(crate) fn start_canonical(provider: &str, id: &str) -> Map<String, Value> {
+    let mut map = Map::new();
+    map.insert("id".into(), Value::String(format!("{provider}:{id}")));
+    map.insert("provider".into(), Value::String(provider.to_owned()));
+    map
+}
+
+/// Adds timestamps and `provider_fields.<provider>`: every record key that `mapped` does not cover.
+pub(crate) fn finish_canonical(
+    mut map: Map<String, Value>,
+    provider: &str,
+    record: &Map<String, Value>,
+    timestamps: (&str, &str),
+    mapped: &[&str],
+) -> Map<String, Value> {
+    map.insert("created_at".into(), canonical_value(record.get(timestamps.0)));
+    map.insert("updated_at".into(), canonical_value(record.get(timestamps.1)));
+    let extra: Map<String, Value> = record
+        .iter()
+        .filter(|(key, _)| {
+            !mapped.contains(&key.as_str()) && *key != timestamps.0 && *key != timestamps.1
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut by_provider = Map::new();
+    by_provider.insert(provider.to_owned(), Value::Object(extra));
+    map.insert("provider_fields".into(), Value::Object(by_provider));
+    map
+}
+
+/// Maps an upstream field path back to a canonical one with an `(upstream, canonical)` table: the whole
+/// path first (`address1` → `billing_address.line1`), else segment by segment
+/// (`billingAddress.zipCode` → `billing_address.postal_code`).
+pub(crate) fn map_field(path: &str, table: &[(&str, &str)]) -> String {
+    let lookup = |name: &str| -> Option<String> {
+        table
+            .iter()
+            .find(|(upstream, _)| *upstream == name)
+            .map(|(_, canonical)| (*canonical).to_owned())
+    };
+    lookup(path).unwrap_or_else(|| {
+        path.split('.')
+            .map(|segment| lookup(segment).unwrap_or_else(|| segment.to_owned()))
+            .collect::<Vec<_>>()
+            .join(".")
+    })
+}
+
+/// Reads `[{field|property, message}]` error items with field names mapped through `map`.
+pub(crate) fn field_errors(
+    items: Option<&Value>,
+    name_key: &str,
+    map: impl Fn(&str) -> String,
+) -> Vec<FieldError> {
+    items
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| {
+                    let field = item.get(name_key)?.as_str()?;
+                    let message = item
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("was refused by the provider");
+                    Some(FieldError::new(map(field), message))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) fn string_at(value: &Value, pointer: &str) -> Option<String> {
+    value.pointer(pointer).and_then(Value::as_str).map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_hyphenated_and_lower_cased() {
+        assert_eq!(
+            parse_uuid("6F7E1E7F-93D1-4FCC-B7A4-738F869615C8").unwrap(),
+            "6f7e1e7f-93d1-4fcc-b7a4-738f869615c8"
+        );
+        for bad in [
+            "6f7e1e7f93d14fccb7a4738f869615c8",
+            "{6f7e1e7f-93d1-4fcc-b7a4-738f869615c8}",
+            "6f7e1e7f-93d1-4fcc-b7a4-738f869615cg",
+            "../../admin",
+        ] {
+            assert!(parse_uuid(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(segment("a b/c%"), "a%20b%2Fc%25");
+        assert_eq!(segment("cu_1-2.3~"), "cu_1-2.3~");
+    }
+
+    #[test]
+    fn field_paths_map_back() {
+        let table = [
+            ("billingAddress", "billing_address"),
+            ("zipCode", "postal_code"),
+            ("mainPhone", "phone"),
+        ];
+        assert_eq!(map_field("billing_address.zipCode", &table), "billing_address.postal_code");
+        assert_eq!(map_field("mainPhone", &table), "phone");
+        assert_eq!(map_field("billingAddress.zipCode", &table), "billing_address.postal_code");
+        assert_eq!(map_field("other", &table), "other");
+    }
+}

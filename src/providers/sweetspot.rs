@@ -1,0 +1,178 @@
+//! Sweet Spot: camelCase, one flat address, `PUT` updates only the fields sent, `null` clears.
+
+use super::{
+    canonical_address, canonical_value, check_id_chars, finish_canonical, is_id_char,
+    map_field, segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
+};
+use crate::canonical::{
+    AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, CustomerPatch,
+    Field, FieldError,
+};
+use http::Method;
+use serde_json::{Map, Value};
+
+pub struct SweetSpot;
+
+const FIELDS: [(Field, &str); 3] = [
+    (Field::FirstName, "firstName"),
+    (Field::LastName, "lastName"),
+    (Field::Phone, "phone"),
+];
+
+const ADDRESS: [(AddressPart, &str); 6] = [
+    (AddressPart::Line1, "address1"),
+    (AddressPart::Line2, "address2"),
+    (AddressPart::City, "city"),
+    (AddressPart::State, "state"),
+    (AddressPart::PostalCode, "zip"),
+    (AddressPart::Country, "country"),
+];
+
+static CAPABILITIES: Capabilities = Capabilities {
+    fields: &[
+        (Field::FirstName, true),
+        (Field::LastName, true),
+        (Field::Phone, true),
+    ],
+    addresses: &[AddressSupport {
+        kind: AddressKind::Billing,
+        parts: &AddressPart::ALL,
+        removable: true,
+    }],
+};
+
+const RESERVED: &[&str] = &[
+    "id", "createdAt", "updatedAt", "firstName", "lastName", "phone", "address1", "address2", "city",
+    "state", "zip", "country",
+];
+
+/// Upstream error `param` names back to canonical paths.
+const ERROR_FIELDS: &[(&str, &str)] = &[
+    ("firstName", "first_name"),
+    ("lastName", "last_name"),
+    ("phone", "phone"),
+    ("address1", "billing_address.line1"),
+    ("address2", "billing_address.line2"),
+    ("city", "billing_address.city"),
+    ("state", "billing_address.state"),
+    ("zip", "billing_address.postal_code"),
+    ("country", "billing_address.country"),
+];
+
+fn path(id: &str) -> String {
+    format!("/v1/customers/{}", segment(id))
+}
+
+fn clear_value(change: &Change) -> Value {
+    match change {
+        Change::Set(value) => Value::String(value.clone()),
+        Change::Clear => Value::Null,
+    }
+}
+
+impl Dialect for SweetSpot {
+    fn name(&self) -> &'static str {
+        "sweetspot"
+    }
+
+    fn capabilities(&self) -> &'static Capabilities {
+        &CAPABILITIES
+    }
+
+    fn parse_id(&self, id: &str) -> Result<String, String> {
+        check_id_chars(id, is_id_char, is_id_char, 64, "[A-Za-z0-9_-]{1,64}")
+    }
+
+    fn reserved_fields(&self) -> &'static [&'static str] {
+        RESERVED
+    }
+
+    fn read(&self, id: &str) -> UpstreamRequest {
+        UpstreamRequest {
+            method: Method::GET,
+            path: path(id),
+            body: None,
+        }
+    }
+
+    fn needs_current(&self, _patch: &CustomerPatch) -> bool {
+        false
+    }
+
+    fn write(
+        &self,
+        id: &str,
+        patch: &CustomerPatch,
+        _current: Option<&Map<String, Value>>,
+    ) -> Result<UpstreamRequest, Vec<FieldError>> {
+        let mut body = patch.provider_fields.clone();
+        for (field, key) in FIELDS {
+            if let Some(change) = patch.fields.get(&field) {
+                body.insert(key.into(), clear_value(change));
+            }
+        }
+        match patch.addresses.get(&AddressKind::Billing) {
+            // The address is flat: removing it is clearing each of its six fields.
+            Some(AddressChange::Remove) => {
+                for (_, key) in ADDRESS {
+                    body.insert(key.into(), Value::Null);
+                }
+            }
+            Some(AddressChange::Merge(parts)) => {
+                for (part, key) in ADDRESS {
+                    if let Some(change) = parts.get(&part) {
+                        body.insert(key.into(), clear_value(change));
+                    }
+                }
+            }
+            None => {}
+        }
+        Ok(UpstreamRequest {
+            method: Method::PUT,
+            path: path(id),
+            body: Some(Value::Object(body)),
+        })
+    }
+
+    fn record<'a>(&self, body: &'a Value) -> Option<&'a Map<String, Value>> {
+        body.as_object()
+    }
+
+    fn record_id(&self, record: &Map<String, Value>) -> Option<String> {
+        record.get("id")?.as_str().map(str::to_owned)
+    }
+
+    fn to_canonical(&self, record: &Map<String, Value>) -> Map<String, Value> {
+        let id = self.record_id(record).unwrap_or_default();
+        let mut map = start_canonical(self.name(), &id);
+        for (field, key) in FIELDS {
+            map.insert(field.name().into(), canonical_value(record.get(key)));
+        }
+        map.insert(
+            AddressKind::Billing.name().into(),
+            canonical_address(Some(record), &ADDRESS),
+        );
+        finish_canonical(map, self.name(), record, ("createdAt", "updatedAt"), RESERVED)
+    }
+
+    fn failure(
+        &self,
+        body: &Value,
+        _sent: Option<&Value>,
+        _current: Option<&Map<String, Value>>,
+    ) -> UpstreamFailure {
+        let message = string_at(body, "/error/message");
+        let errors = match string_at(body, "/error/param") {
+            Some(param) => vec![FieldError::new(
+                map_field(&param, ERROR_FIELDS),
+                message.clone().unwrap_or_else(|| "was refused by Sweet Spot".into()),
+            )],
+            None => Vec::new(),
+        };
+        UpstreamFailure {
+            message,
+            code: string_at(body, "/error/code"),
+            errors,
+        }
+    }
+}
