@@ -9,4 +9,5 @@
 //! - `config`: figment loading and validation
 
 pub mod canonical;
+pub mod config;
 pub mod providers;

@@ -1,0 +1,487 @@
+//! Configuration: `config/default.toml` (or `--config FILE`), then `PATCHBAY_…` environment variables with
+//! `__` between levels. Loaded once at start-up; every problem is reported at once.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// A credential. Its `Debug` and `Display` never show the value, so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: Server,
+    pub sandbox: Sandbox,
+    /// Keyed by provider name (`sweetspot`, `count`, `juice`, `sparklayer`).
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub rate_limit: RateLimitStore,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address and port of the canonical API.
+    pub listen: SocketAddr,
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// Time allowed to open a connection to a provider.
+    pub connect_timeout_ms: u64,
+    /// Time allowed for one whole upstream call, body included.
+    pub upstream_timeout_ms: u64,
+}
+
+impl Default for Server {
+    fn default() -> Server {
+        Server {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit_bytes: 65_536,
+            connect_timeout_ms: 2_000,
+            upstream_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sandbox {
+    /// Start the emulators and point every provider at them.
+    pub enabled: bool,
+    /// Where the emulators listen (port 0: any free port).
+    pub listen: SocketAddr,
+}
+
+impl Default for Sandbox {
+    fn default() -> Sandbox {
+        Sandbox {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// How the Juice key is sent: `Authorization: Bearer <key>` (the seed page) or `Authorization: <key>`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthScheme {
+    #[default]
+    Bearer,
+    Raw,
+}
+
+/// One provider's settings. Which credential keys apply depends on the provider (see [`credential_keys`]).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub auth_scheme: AuthScheme,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub access_token: Option<Secret>,
+    pub refresh_token: Option<Secret>,
+    pub site_id: Option<String>,
+    /// Juice: pass the caller's `Idempotency-Key` on.
+    pub forward_idempotency_key: bool,
+    /// COUNT: refresh the access token this long before `accessTokenExpiresAt`.
+    pub refresh_before_expiry_s: u64,
+    /// SparkLayer: treat a token as expired this long before `expires_in` says.
+    pub token_leeway_s: u64,
+    pub rate_limit: ProviderRateLimit,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    pub limit: u32,
+    pub seconds: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitMode {
+    #[default]
+    Reject,
+    Wait,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderRateLimit {
+    pub windows: Vec<Window>,
+    pub mode: LimitMode,
+    pub max_wait_ms: u64,
+    pub max_queue: usize,
+}
+
+impl Default for ProviderRateLimit {
+    fn default() -> ProviderRateLimit {
+        ProviderRateLimit {
+            windows: Vec::new(),
+            mode: LimitMode::Reject,
+            max_wait_ms: 10_000,
+            max_queue: 64,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Local,
+    Redis,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    #[default]
+    FailClosed,
+    Local,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitStore {
+    pub backend: Backend,
+    pub redis_url: Option<Secret>,
+    pub on_store_error: OnStoreError,
+    pub replicas: u32,
+    pub fingerprint_key: Secret,
+}
+
+impl Default for RateLimitStore {
+    fn default() -> RateLimitStore {
+        RateLimitStore {
+            backend: Backend::Local,
+            redis_url: None,
+            on_store_error: OnStoreError::FailClosed,
+            replicas: 1,
+            fingerprint_key: Secret::new("patchbay"),
+        }
+    }
+}
+
+/// The credential keys each provider reads; the other credential keys are refused for it.
+pub fn credential_keys(provider: &str) -> &'static [&'static str] {
+    match provider {
+        "sweetspot" => &["api_key"],
+        "count" => &[
+            "client_id",
+            "client_secret",
+            "access_token",
+            "refresh_token",
+            "refresh_before_expiry_s",
+        ],
+        "juice" => &["api_key", "auth_scheme", "forward_idempotency_key"],
+        "sparklayer" => &["site_id", "client_id", "client_secret", "token_leeway_s"],
+        _ => &[],
+    }
+}
+
+const CREDENTIAL_KEYS: [&str; 10] = [
+    "api_key",
+    "auth_scheme",
+    "client_id",
+    "client_secret",
+    "access_token",
+    "refresh_token",
+    "site_id",
+    "forward_idempotency_key",
+    "refresh_before_expiry_s",
+    "token_leeway_s",
+];
+
+impl Default for Config {
+    fn default() -> Config {
+        let provider = |base_url: &str, windows: Vec<Window>| ProviderConfig {
+            base_url: base_url.to_owned(),
+            forward_idempotency_key: true,
+            refresh_before_expiry_s: 60,
+            token_leeway_s: 60,
+            rate_limit: ProviderRateLimit {
+                windows,
+                ..ProviderRateLimit::default()
+            },
+            ..ProviderConfig::default()
+        };
+        let per = |limit, seconds| Window { limit, seconds };
+        let providers = BTreeMap::from([
+            (
+                "sweetspot".to_owned(),
+                provider("https://api.thesweetspot.com", vec![]),
+            ),
+            (
+                "count".to_owned(),
+                provider("https://api.getcount.com/partners", vec![per(100, 60)]),
+            ),
+            (
+                "juice".to_owned(),
+                provider(
+                    "https://api.spendjuice.com",
+                    vec![per(10, 60), per(1000, 86_400)],
+                ),
+            ),
+            (
+                "sparklayer".to_owned(),
+                provider("https://app.sparklayer.io", vec![]),
+            ),
+        ]);
+        Config {
+            server: Server::default(),
+            sandbox: Sandbox::default(),
+            providers,
+            rate_limit: RateLimitStore::default(),
+        }
+    }
+}
+
+/// Start-up failed: every problem found, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Loads defaults, then `file` (when it exists or was named explicitly), then the environment.
+    pub fn load(file: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        if explicit && !file.exists() {
+            return Err(ConfigError(vec![format!(
+                "config file {} does not exist",
+                file.display()
+            )]));
+        }
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(Env::prefixed("PATCHBAY_").split("__"));
+        Config::from_figment(&figment)
+    }
+
+    /// Extracts and validates, listing unknown keys, type errors and invalid values together.
+    pub fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let raw: Value = figment
+            .extract()
+            .map_err(|e| ConfigError(e.into_iter().map(|e| e.to_string()).collect()))?;
+        let known = serde_json::to_value(Config::default()).expect("defaults serialise");
+        unknown_keys(&raw, &known, "", &mut problems);
+        if let Some(Value::Object(providers)) = raw.get("providers") {
+            for (name, settings) in providers {
+                let Some(settings) = settings.as_object() else {
+                    continue;
+                };
+                // Every provider carries every key's default; only a changed value is a mistake.
+                let allowed = credential_keys(name);
+                for key in settings.keys() {
+                    let is_credential = CREDENTIAL_KEYS.contains(&key.as_str());
+                    if is_credential
+                        && !allowed.contains(&key.as_str())
+                        && settings[key] != known["providers"][name][key]
+                    {
+                        problems.push(format!(
+                            "providers.{name}.{key}: {name} does not use this setting"
+                        ));
+                    }
+                }
+            }
+        }
+        match figment.extract::<Config>() {
+            Ok(config) => {
+                problems.extend(config.problems());
+                if problems.is_empty() {
+                    Ok(config)
+                } else {
+                    Err(ConfigError(problems))
+                }
+            }
+            Err(errors) => {
+                problems.extend(errors.into_iter().map(|e| e.to_string()));
+                problems.dedup();
+                Err(ConfigError(problems))
+            }
+        }
+    }
+
+    /// Semantic checks that types cannot express.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.server.body_limit_bytes == 0 {
+            problems.push("server.body_limit_bytes: must be more than 0".into());
+        }
+        if self.server.connect_timeout_ms == 0 {
+            problems.push("server.connect_timeout_ms: must be more than 0".into());
+        }
+        if self.server.upstream_timeout_ms == 0 {
+            problems.push("server.upstream_timeout_ms: must be more than 0".into());
+        }
+        for (name, provider) in &self.providers {
+            match url::Url::parse(&provider.base_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+                _ => problems.push(format!(
+                    "providers.{name}.base_url: `{}` is not an absolute http(s) URL",
+                    provider.base_url
+                )),
+            }
+            for (i, window) in provider.rate_limit.windows.iter().enumerate() {
+                if window.limit == 0 || window.seconds == 0 {
+                    problems.push(format!(
+                        "providers.{name}.rate_limit.windows[{i}]: limit and seconds must be more than 0"
+                    ));
+                }
+            }
+            if provider.rate_limit.mode == LimitMode::Wait && provider.rate_limit.max_queue == 0 {
+                problems.push(format!(
+                    "providers.{name}.rate_limit.max_queue: must be more than 0 in wait mode"
+                ));
+            }
+        }
+        if self.rate_limit.replicas == 0 {
+            problems.push("rate_limit.replicas: must be at least 1".into());
+        }
+        if self.rate_limit.backend == Backend::Redis && self.rate_limit.redis_url.is_none() {
+            problems.push("rate_limit.redis_url: required when rate_limit.backend = \"redis\"".into());
+        }
+        problems
+    }
+
+    /// Providers without the credentials they need (sandbox off): disabled, answering 503.
+    pub fn missing_credentials(&self, name: &str) -> Vec<&'static str> {
+        let Some(p) = self.providers.get(name) else {
+            return vec![];
+        };
+        let mut missing = Vec::new();
+        let mut need = |present: bool, key: &'static str| {
+            if !present {
+                missing.push(key);
+            }
+        };
+        match name {
+            "sweetspot" | "juice" => need(p.api_key.is_some(), "api_key"),
+            "count" => {
+                need(p.client_id.is_some(), "client_id");
+                need(p.client_secret.is_some(), "client_secret");
+                need(p.refresh_token.is_some(), "refresh_token");
+            }
+            "sparklayer" => {
+                need(p.site_id.is_some(), "site_id");
+                need(p.client_id.is_some(), "client_id");
+                need(p.client_secret.is_some(), "client_secret");
+            }
+            _ => {}
+        }
+        missing
+    }
+}
+
+/// Collects the dotted paths present in `raw` but not in `known` (arrays are not descended into).
+fn unknown_keys(raw: &Value, known: &Value, prefix: &str, problems: &mut Vec<String>) {
+    let (Value::Object(raw), Value::Object(known)) = (raw, known) else {
+        return;
+    };
+    for (key, value) in raw {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match known.get(key) {
+            Some(known_value) => unknown_keys(value, known_value, &path, problems),
+            None => problems.push(format!("{path}: unknown setting")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml));
+        Config::from_figment(&figment)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = load("").unwrap();
+        assert_eq!(config.server.listen.port(), 8080);
+        assert_eq!(config.providers["juice"].rate_limit.windows.len(), 2);
+        assert_eq!(config.missing_credentials("juice"), ["api_key"]);
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let err = load(
+            r#"
+            [server]
+            lisen = "x"
+            body_limit_bytes = 0
+            [providers.juice]
+            base_url = "ftp://nope"
+            site_id = "x"
+            [providers.mystery]
+            base_url = "https://x"
+            "#,
+        )
+        .unwrap_err();
+        let all = err.0.join("\n");
+        for expected in [
+            "server.lisen: unknown setting",
+            "providers.mystery: unknown setting",
+            "providers.juice.site_id: juice does not use this setting",
+        ] {
+            assert!(all.contains(expected), "{expected} missing from:\n{all}");
+        }
+    }
+
+    #[test]
+    fn semantic_problems_are_listed_together() {
+        let err = load(
+            r#"
+            [server]
+            body_limit_bytes = 0
+            [providers.juice]
+            base_url = "ftp://nope"
+            [[providers.count.rate_limit.windows]]
+            limit = 0
+            seconds = 60
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{:?}", err.0);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = load("[providers.juice]\napi_key = \"live_supersecret\"").unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("supersecret"));
+        assert_eq!(
+            config.providers["juice"].api_key.as_ref().unwrap().expose(),
+            "live_supersecret"
+        );
+    }
+}
