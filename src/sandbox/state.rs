@@ -1,0 +1,217 @@
+//! The one state all emulators share: customers, request log, faults, rate limits and issued tokens.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::StatusCode;
+use serde_json::{Map, Value};
+
+use super::control::Fault;
+use super::exchange::{ProviderRequest, Reply};
+use super::rate_limit::{Admission, RateLimiter, Refusal, Window};
+use super::{count, juice, sparklayer, sweetspot};
+
+/// The four emulated providers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Provider {
+    SweetSpot,
+    Count,
+    Juice,
+    SparkLayer,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 4] = [
+        Provider::SweetSpot,
+        Provider::Count,
+        Provider::Juice,
+        Provider::SparkLayer,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::SweetSpot => "sweetspot",
+            Provider::Count => "count",
+            Provider::Juice => "juice",
+            Provider::SparkLayer => "sparklayer",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Provider> {
+        Provider::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Where the provider's API root sits on the sandbox server; documented paths are appended.
+    /// COUNT's root keeps the `/partners` prefix its real base URL has.
+    pub fn base_path(self) -> &'static str {
+        match self {
+            Provider::SweetSpot => "/sweetspot",
+            Provider::Count => "/count/partners",
+            Provider::Juice => "/juice",
+            Provider::SparkLayer => "/sparklayer",
+        }
+    }
+
+    /// The limits the provider documents (none published for Sweet Spot and SparkLayer).
+    fn default_windows(self) -> Vec<Window> {
+        match self {
+            Provider::Count => vec![Window {
+                limit: 100,
+                seconds: 60,
+            }],
+            Provider::Juice => vec![
+                Window {
+                    limit: 10,
+                    seconds: 60,
+                },
+                Window {
+                    limit: 1000,
+                    seconds: 86_400,
+                },
+            ],
+            Provider::SweetSpot | Provider::SparkLayer => Vec::new(),
+        }
+    }
+
+    pub fn handle(self, state: &mut State, request: &ProviderRequest) -> Reply {
+        match self {
+            Provider::SweetSpot => sweetspot::handle(state, request),
+            Provider::Count => count::handle(state, request),
+            Provider::Juice => juice::handle(state, request),
+            Provider::SparkLayer => sparklayer::handle(state, request),
+        }
+    }
+
+    /// An error in the provider's own shape, for injected faults that name only a status.
+    pub fn error_reply(self, status: StatusCode, message: &str) -> Reply {
+        match self {
+            Provider::SweetSpot => sweetspot::error_reply(status, message),
+            Provider::Count => count::error_reply(status, message),
+            Provider::Juice => juice::error_reply(status, message),
+            Provider::SparkLayer => sparklayer::error_reply(status, message),
+        }
+    }
+}
+
+/// A provider-native customer record, as its GET answers it (inside any envelope).
+pub(crate) type Record = Map<String, Value>;
+/// Customers of one provider by primary id (`cu_…` for SparkLayer, lower-case UUIDs for COUNT and Juice).
+pub(crate) type Customers = BTreeMap<String, Record>;
+
+/// The object inside a `json!` literal, for seeds.
+pub(crate) fn record(value: Value) -> Record {
+    match value {
+        Value::Object(object) => object,
+        _ => Record::new(),
+    }
+}
+
+pub(crate) type Shared = Arc<Mutex<State>>;
+
+/// Locks the state. A panic while it was held cannot leave it half-written in a way that matters to
+/// an emulator, so a poisoned lock is taken over rather than failing every later request.
+pub(crate) fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) struct State {
+    /// Every request that reached a provider route, in arrival order.
+    pub log: Vec<Value>,
+    pub faults: [Option<Fault>; 4],
+    pub count_tokens: count::Tokens,
+    pub sparklayer_tokens: sparklayer::Tokens,
+    pub juice_replays: juice::Replays,
+    customers: [Customers; 4],
+    limits: [RateLimiter; 4],
+    /// Unix milliseconds of the last timestamp handed out, so each write gets a later one.
+    last_write_ms: u128,
+}
+
+impl State {
+    pub fn new() -> State {
+        let mut state = State {
+            log: Vec::new(),
+            faults: Default::default(),
+            count_tokens: count::Tokens::new(),
+            sparklayer_tokens: sparklayer::Tokens::new(),
+            juice_replays: juice::Replays::new(),
+            customers: Default::default(),
+            limits: Provider::ALL.map(|p| RateLimiter::new(p.default_windows())),
+            last_write_ms: 0,
+        };
+        state.reset();
+        state
+    }
+
+    pub fn new_shared() -> Shared {
+        Arc::new(Mutex::new(State::new()))
+    }
+
+    /// Back to the demo seed with default limits and an empty log. Issued tokens stay valid:
+    /// a running gateway holds them.
+    pub fn reset(&mut self) {
+        let now = self.write_timestamp();
+        self.customers = [
+            sweetspot::seed(&now),
+            count::seed(&now),
+            juice::seed(&now),
+            sparklayer::seed(&now),
+        ];
+        self.log.clear();
+        self.faults = Default::default();
+        self.limits = Provider::ALL.map(|p| RateLimiter::new(p.default_windows()));
+        self.juice_replays.clear();
+    }
+
+    pub fn customers(&self, provider: Provider) -> &Customers {
+        &self.customers[provider as usize]
+    }
+
+    pub fn customers_mut(&mut self, provider: Provider) -> &mut Customers {
+        &mut self.customers[provider as usize]
+    }
+
+    /// Counts one call against the provider's limits for this credential.
+    pub fn admit(
+        &mut self,
+        provider: Provider,
+        credential: &str,
+    ) -> Result<Option<Admission>, Refusal> {
+        self.limits[provider as usize].admit(credential, Instant::now())
+    }
+
+    pub fn windows(&self, provider: Provider) -> &[Window] {
+        self.limits[provider as usize].windows()
+    }
+
+    /// New windows start with empty counters.
+    pub fn set_windows(&mut self, provider: Provider, windows: Vec<Window>) {
+        self.limits[provider as usize] = RateLimiter::new(windows);
+    }
+
+    /// An RFC 3339 UTC timestamp with milliseconds, strictly later than any handed out before,
+    /// so `updatedAt` changes on every write even within one millisecond.
+    pub fn write_timestamp(&mut self) -> String {
+        let now_ms = unix_millis(SystemTime::now());
+        let next = now_ms.max(self.last_write_ms + 1);
+        self.last_write_ms = next;
+        let millis = u64::try_from(next).unwrap_or(u64::MAX);
+        timestamp(UNIX_EPOCH + Duration::from_millis(millis))
+    }
+}
+
+pub(crate) fn timestamp(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+pub(crate) fn unix_millis(time: SystemTime) -> u128 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
+/// Whole seconds, rounded up, never below one: how `Retry-After` and reset times are stated.
+pub(crate) fn whole_seconds_up(duration: Duration) -> u64 {
+    duration.as_millis().div_ceil(1000).max(1) as u64
+}
