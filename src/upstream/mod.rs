@@ -1,0 +1,225 @@
+//! Upstream calls: one pooled hyper client (rustls for the real providers), per-call timeouts, and each
+//! provider's credentials and request signing. Every call a provider sees goes through [`Upstream::send`].
+
+mod auth;
+pub mod signing;
+
+pub use auth::Auth;
+
+use crate::providers::UpstreamRequest;
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest provider response read; anything bigger is not a customer record.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+const AGENT: &str = concat!("patchbay/", env!("CARGO_PKG_VERSION"));
+
+/// Why an upstream call produced no usable HTTP response.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("the provider did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("could not reach the provider: {0}")]
+    Connect(String),
+    #[error("the connection to the provider failed: {0}")]
+    Transport(String),
+    /// The provider refused patchbay's own credentials (token exchange or refresh failed).
+    #[error("the provider refused patchbay's credentials: {detail}")]
+    Credentials {
+        upstream_status: Option<u16>,
+        detail: String,
+    },
+}
+
+/// A provider's answer, body read in full.
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The shared HTTP client: connection pool, TLS, timeouts.
+pub struct HttpClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    pub fn new(connect_timeout: Duration, timeout: Duration) -> HttpClient {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https);
+        HttpClient { client, timeout }
+    }
+
+    /// Sends one request and reads the whole response, all within the upstream timeout.
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response, CallError> {
+        let call = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    CallError::Connect(error_chain(&e))
+                } else {
+                    CallError::Transport(error_chain(&e))
+                }
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| CallError::Transport(e.to_string()))?
+                .to_bytes();
+            Ok(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| CallError::Timeout(self.timeout))?
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// What a caller's request contributes to an upstream call.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// The caller's `Idempotency-Key`, forwarded where the provider honours one.
+    pub idempotency_key: Option<HeaderValue>,
+}
+
+/// One provider's endpoint: where it lives and how calls to it are authenticated.
+pub struct Upstream {
+    name: &'static str,
+    base_url: String,
+    client: Arc<HttpClient>,
+    auth: Auth,
+}
+
+impl Upstream {
+    pub fn new(
+        name: &'static str,
+        base_url: &str,
+        client: Arc<HttpClient>,
+        auth: Auth,
+    ) -> Upstream {
+        Upstream {
+            name,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            client,
+            auth,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Makes the call a dialect asked for: authenticated, signed, and retried once after refreshing an
+    /// expired token. A write is never repeated otherwise; a GET is repeated once after a connection
+    /// error, since reading twice changes nothing.
+    pub async fn call(
+        &self,
+        request: &UpstreamRequest,
+        options: &CallOptions,
+    ) -> Result<Response, CallError> {
+        let body = match &request.body {
+            Some(json) => Bytes::from(serde_json::to_vec(json).expect("JSON values serialise")),
+            None => Bytes::new(),
+        };
+        let mut refreshed = false;
+        let mut reconnected = false;
+        loop {
+            let credential = self.auth.credential(self).await?;
+            let mut http = self.request(request.method.clone(), &request.path, body.clone())?;
+            self.auth
+                .authorize(&mut http, &request.path, &body, &credential, options);
+            let response = match self.send(http).await {
+                Err(CallError::Connect(_) | CallError::Transport(_))
+                    if request.method == Method::GET && !reconnected =>
+                {
+                    reconnected = true;
+                    continue;
+                }
+                other => other?,
+            };
+            if !refreshed && self.auth.is_expired(&response) {
+                tracing::debug!(
+                    provider = self.name,
+                    "access token expired; refreshing once"
+                );
+                self.auth.invalidate(&credential).await;
+                refreshed = true;
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+
+    /// A request to `path` below the base URL with patchbay's own headers.
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, CallError> {
+        let uri = format!("{}{path}", self.base_url);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header(USER_AGENT, AGENT)
+            .header(ACCEPT, "application/json");
+        if !body.is_empty() {
+            builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        builder
+            .body(Full::new(body))
+            .map_err(|e| CallError::Connect(format!("invalid upstream URL {uri}: {e}")))
+    }
+
+    /// The one place every call to the provider passes, token calls included.
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response, CallError> {
+        let method = request.method().clone();
+        let started = std::time::Instant::now();
+        let result = self.client.send(request).await;
+        match &result {
+            Ok(response) => tracing::debug!(
+                provider = self.name, %method, status = response.status.as_u16(),
+                elapsed_ms = started.elapsed().as_millis() as u64, "upstream call"
+            ),
+            Err(error) => {
+                tracing::debug!(provider = self.name, %method, %error, "upstream call failed")
+            }
+        }
+        result
+    }
+}
