@@ -261,23 +261,32 @@ impl Default for Config {
     }
 }
 
+/// `config/default.toml`, built in so that the binary runs the sandbox from any directory.
+pub const EMBEDDED: &str = include_str!("../config/default.toml");
+const DEFAULT_FILE: &str = "config/default.toml";
+
 /// Start-up failed: every problem found, one per line.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
 pub struct ConfigError(pub Vec<String>);
 
 impl Config {
-    /// Loads defaults, then `file` (when it exists or was named explicitly), then the environment.
-    pub fn load(file: &Path, explicit: bool) -> Result<Config, ConfigError> {
-        if explicit && !file.exists() {
-            return Err(ConfigError(vec![format!(
-                "config file {} does not exist",
-                file.display()
-            )]));
+    /// Loads the built-in defaults, then the embedded `config/default.toml`, then `file` (or
+    /// `config/default.toml` in the working directory when present), then `PATCHBAY_…` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(EMBEDDED));
+        match file {
+            Some(file) if !file.exists() => {
+                return Err(ConfigError(vec![format!(
+                    "config file {} does not exist",
+                    file.display()
+                )]))
+            }
+            Some(file) => figment = figment.merge(Toml::file_exact(file)),
+            None => figment = figment.merge(Toml::file_exact(DEFAULT_FILE)),
         }
-        let figment = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file(file))
-            .merge(Env::prefixed("PATCHBAY_").split("__"));
+        let figment = figment.merge(Env::prefixed("PATCHBAY_").split("__"));
         Config::from_figment(&figment)
     }
 
@@ -363,7 +372,8 @@ impl Config {
             problems.push("rate_limit.replicas: must be at least 1".into());
         }
         if self.rate_limit.backend == Backend::Redis && self.rate_limit.redis_url.is_none() {
-            problems.push("rate_limit.redis_url: required when rate_limit.backend = \"redis\"".into());
+            problems
+                .push("rate_limit.redis_url: required when rate_limit.backend = \"redis\"".into());
         }
         problems
     }
@@ -420,7 +430,8 @@ mod tests {
     use super::*;
 
     fn load(toml: &str) -> Result<Config, ConfigError> {
-        let figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml));
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml));
         Config::from_figment(&figment)
     }
 

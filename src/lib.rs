@@ -3,11 +3,16 @@
 //! # Layout
 //! - [`canonical`]: the canonical model, patch parsing, validation, problems (pure)
 //! - [`providers`]: one module per provider dialect (pure)
-//! - `gateway`: the HTTP service: routing, read-merge-write, rescue (error → HTTP)
-//! - `upstream`: hyper client, TLS, credentials and request signing
-//! - `sandbox`: the provider emulators, the embedded default
-//! - `config`: figment loading and validation
+//! - [`gateway`]: the HTTP service: request checks, read-merge-write, rescue (error → HTTP)
+//! - [`upstream`]: hyper client, TLS, credentials and request signing
+//! - [`sandbox`]: the provider emulators, the embedded default
+//! - [`config`]: figment loading and validation
+//! - [`app`]: the process: sandbox wiring, start-up, shutdown
 
+pub mod app;
 pub mod canonical;
 pub mod config;
+pub mod gateway;
 pub mod providers;
+pub mod sandbox;
+pub mod upstream;

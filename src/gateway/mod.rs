@@ -1,0 +1,262 @@
+//! The canonical API over HTTP: `GET` and `PATCH /customers/{provider}:{id}`.
+//!
+//! A request passes DESIGN §1's checks in order, and the first that fails answers; nothing reaches a
+//! provider before the last one. Errors are [`Problem`]s until [`rescue`](rescue::rescue) turns them into
+//! `application/problem+json` at the edge.
+
+mod customer;
+mod locks;
+mod request;
+mod rescue;
+
+use crate::canonical::{parse_object, CustomerPatch, FieldError, Problem, ProblemKind};
+use crate::config::Config;
+use crate::providers;
+use crate::upstream::{Auth, CallOptions, HttpClient, Upstream};
+use bytes::Bytes;
+use customer::{Customer, ProviderRuntime};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use request::{check_content_type, customer_path, prefers_lenient, read_body};
+use serde_json::Value;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// The gateway: every provider's runtime and the request checks in front of them. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    providers: Vec<ProviderRuntime>,
+    names: Vec<&'static str>,
+    body_limit: usize,
+}
+
+impl Gateway {
+    /// Builds every provider of [`providers::all`] from its settings; one without credentials is disabled.
+    pub fn new(config: &Config) -> Gateway {
+        let client = Arc::new(HttpClient::new(
+            Duration::from_millis(config.server.connect_timeout_ms),
+            Duration::from_millis(config.server.upstream_timeout_ms),
+        ));
+        let providers: Vec<ProviderRuntime> = providers::all()
+            .into_iter()
+            .map(|dialect| {
+                let name = dialect.name();
+                let settings = config.providers.get(name).cloned().unwrap_or_default();
+                let missing = config.missing_credentials(name);
+                let upstream = Auth::from_config(name, &settings)
+                    .filter(|_| missing.is_empty())
+                    .map(|auth| Upstream::new(name, &settings.base_url, client.clone(), auth));
+                let fallback = settings
+                    .rate_limit
+                    .windows
+                    .iter()
+                    .map(|w| w.seconds)
+                    .min()
+                    .unwrap_or(60);
+                ProviderRuntime::new(dialect, upstream, missing, fallback)
+            })
+            .collect();
+        let names = providers.iter().map(|p| p.dialect.name()).collect();
+        Gateway {
+            inner: Arc::new(Inner {
+                providers,
+                names,
+                body_limit: config.server.body_limit_bytes,
+            }),
+        }
+    }
+
+    /// Providers disabled for want of credentials, each with the settings it lacks.
+    pub fn disabled(&self) -> Vec<(&'static str, Vec<&'static str>)> {
+        self.inner
+            .providers
+            .iter()
+            .filter(|p| p.upstream.is_none())
+            .map(|p| (p.dialect.name(), p.missing.clone()))
+            .collect()
+    }
+
+    /// Answers one request; never fails: every error is already a problem response.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let response = match self.respond(request).await {
+            Ok(response) => response,
+            Err(problem) => rescue::rescue(&problem),
+        };
+        tracing::debug!(
+            %method, path, status = response.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64, "request"
+        );
+        response
+    }
+
+    async fn respond<B>(&self, request: Request<B>) -> Result<Response<Full<Bytes>>, Problem>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = request.into_parts();
+        // 1. path and provider
+        let target = customer_path(parts.uri.path()).ok_or_else(|| {
+            Problem::new(
+                ProblemKind::NotFound,
+                "no such route: the API is GET and PATCH /customers/{provider}:{id}",
+            )
+        })?;
+        let provider = self
+            .inner
+            .providers
+            .iter()
+            .find(|p| p.dialect.name() == target.provider)
+            .ok_or_else(|| {
+                Problem::new(
+                    ProblemKind::NotFound,
+                    format!(
+                        "unknown provider; use one of: {}",
+                        self.inner.names.join(", ")
+                    ),
+                )
+            })?;
+        provider.check_configured()?;
+        // 2. method
+        if parts.method != Method::GET && parts.method != Method::PATCH {
+            return Err(Problem::new(
+                ProblemKind::MethodNotAllowed,
+                format!("{} is not supported here: use GET or PATCH", parts.method),
+            ));
+        }
+        // 3. id
+        let name = provider.dialect.name();
+        let id = target
+            .id
+            .and_then(|raw| provider.dialect.parse_id(&raw))
+            .map_err(|message| {
+                Problem::new(
+                    ProblemKind::BadRequest,
+                    format!("invalid {name} id: {message}"),
+                )
+                .with_errors(vec![FieldError::new("id", message)])
+            })?;
+        // 4. caller auth: not configured in this version.
+        let options = CallOptions {
+            idempotency_key: parts.headers.get("idempotency-key").cloned(),
+        };
+        if parts.method == Method::GET {
+            let customer = provider.get(&id, &options).await?;
+            return Ok(customer_response(&customer, None));
+        }
+        // 5. content type · 6. size · 7. JSON object
+        check_content_type(&parts.headers)?;
+        let body = read_body(&parts.headers, body, self.inner.body_limit).await?;
+        let object = parse_object(&body)
+            .map_err(|message| Problem::new(ProblemKind::BadRequest, message))?;
+        // 8. canonical validation, every bad field at once
+        let reserved = match object.get("provider_fields").and_then(|p| p.get(name)) {
+            Some(Value::Object(fields)) => provider.dialect.check_provider_fields(fields),
+            _ => Vec::new(),
+        };
+        let patch = match CustomerPatch::parse(&object, name, &self.inner.names) {
+            Ok(patch) if reserved.is_empty() => patch,
+            Ok(_) => return Err(Problem::invalid(reserved)),
+            Err(mut errors) => {
+                errors.extend(reserved);
+                return Err(Problem::invalid(errors));
+            }
+        };
+        // 9. what the provider cannot store or clear: refused, or skipped when lenient
+        let lenient = prefers_lenient(&parts.headers);
+        let (patch, skipped) = patch
+            .restrict(provider.dialect.capabilities(), name, lenient)
+            .map_err(Problem::invalid)?;
+        // 11. upstream: `{}` (or nothing left once skipped) writes nothing and answers the current state
+        let customer = if patch.is_empty() {
+            provider.get(&id, &options).await?
+        } else {
+            provider.patch(&id, &patch, &options).await?
+        };
+        Ok(customer_response(&customer, lenient.then_some(&skipped)))
+    }
+}
+
+/// 200 with the canonical customer; in lenient mode, what was applied and what was skipped.
+fn customer_response(customer: &Customer, lenient: Option<&Vec<String>>) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(customer).expect("JSON maps serialise");
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(skipped) = lenient {
+        headers.insert(
+            HeaderName::from_static("preference-applied"),
+            HeaderValue::from_static("handling=lenient"),
+        );
+        if !skipped.is_empty() {
+            if let Ok(value) = HeaderValue::from_str(&skipped.join(", ")) {
+                headers.insert(HeaderName::from_static("patchbay-skipped"), value);
+            }
+        }
+    }
+    response
+}
+
+/// How long open connections may take to finish once shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `gateway` on `listener` until `shutdown` completes, then lets open requests finish.
+pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    // A caller that never finishes its headers must not hold a connection forever.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Usually out of file descriptors: pause instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        let service = service_fn(move |request| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("shutdown: connections still open after {DRAIN_TIMEOUT:?}"),
+    }
+}

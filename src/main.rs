@@ -1,0 +1,108 @@
+//! The `patchbay` command: parse arguments, load the configuration, set up logging, run.
+
+use clap::{Parser, Subcommand};
+use patchbay::config::Config;
+use patchbay::sandbox::Sandbox;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+/// One canonical customer API in front of Sweet Spot, COUNT, Juice and SparkLayer.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (default: config/default.toml when present, else the built-in defaults).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Run only the provider emulators, e.g. to point another patchbay at them.
+    Sandbox {
+        /// Where the emulators listen.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: SocketAddr,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(cli.config).await,
+        Command::Sandbox { listen } => sandbox(listen).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("patchbay: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config_file: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config::load(config_file.as_deref())?;
+    let sandbox = config.sandbox.enabled;
+    let running = patchbay::app::start(config).await?;
+    let addr = running.addr();
+    tracing::info!(%addr, sandbox, "patchbay ready");
+    if sandbox {
+        println!("patchbay is listening on http://{addr} in front of the sandbox. Try:\n");
+        println!("  curl -s http://{addr}/customers/juice:6f7e1e7f-93d1-4fcc-b7a4-738f869615c8\n");
+        println!(
+            "  curl -s -X PATCH http://{addr}/customers/juice:6f7e1e7f-93d1-4fcc-b7a4-738f869615c8 \\\n    \
+             -H 'Content-Type: application/merge-patch+json' \\\n    \
+             -d '{{\"phone\": \"+234 801 234 5679\", \"billing_address\": {{\"city\": \"Lagos\"}}}}'\n"
+        );
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn sandbox(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let sandbox = Sandbox::start(listen).await?;
+    for provider in ["sweetspot", "count", "juice", "sparklayer"] {
+        if let Some(url) = sandbox.base_url(provider) {
+            println!("{provider:<11} {url}");
+        }
+    }
+    println!("control API  http://{}/_control", sandbox.addr());
+    shutdown_signal().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what a container runtime sends).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
