@@ -1,0 +1,243 @@
+//! Bad input gets a clear problem and changes nothing: every case below is answered with its status and a
+//! problem+json body, and the sandbox's log shows that no request reached any provider.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::Method;
+use serde_json::json;
+
+/// Sends the request and checks status, problem shape, and that no provider saw anything.
+async fn refused(
+    h: &Harness,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+    status: u16,
+) -> Answer {
+    h.clear_log().await;
+    let answer = h.send(method.clone(), &h.url(path), headers, body).await;
+    assert_eq!(answer.status, status, "{method} {path}: {:?}", answer.raw);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/problem+json"),
+        "{path}"
+    );
+    assert_eq!(answer.body["status"], status);
+    assert!(
+        answer.body["title"].is_string()
+            && answer.body["detail"].is_string()
+            && answer.body["type"].is_string()
+    );
+    let log = h.full_log().await;
+    assert!(
+        log.is_empty(),
+        "{method} {path} reached a provider: {log:?}"
+    );
+    answer
+}
+
+const JSON: (&str, &str) = ("content-type", "application/merge-patch+json");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_methods_and_ids() {
+    let h = Harness::start().await;
+    let juice = format!("/customers/juice:{JUICE_ID}");
+    refused(&h, Method::GET, "/nowhere", &[], "", 404).await;
+    refused(&h, Method::GET, "/customers/nosuch:1", &[], "", 404).await;
+    refused(&h, Method::GET, "/customers/juice", &[], "", 404).await;
+    let answer = refused(&h, Method::DELETE, &juice, &[], "", 405).await;
+    assert_eq!(answer.header("allow"), Some("GET, PATCH"));
+    refused(&h, Method::PUT, &juice, &[JSON], "{}", 405).await;
+    for bad in [
+        "sweetspot:..%2F..%2Fadmin",
+        "sweetspot:%00",
+        "sparklayer:%00abc",
+        "juice:not-a-uuid",
+        "count:12345",
+        "juice:6f7e1e7f93d14fccb7a4738f869615c8",
+        "sweetspot:a%20b",
+        "sparklayer:.hidden",
+        "juice:%ff",
+    ] {
+        let answer = refused(&h, Method::GET, &format!("/customers/{bad}"), &[], "", 400).await;
+        assert_eq!(answer.error_fields(), ["id"], "{bad}");
+        refused(
+            &h,
+            Method::PATCH,
+            &format!("/customers/{bad}"),
+            &[JSON],
+            "{}",
+            400,
+        )
+        .await;
+    }
+    let long = "a".repeat(10_000);
+    refused(
+        &h,
+        Method::GET,
+        &format!("/customers/sweetspot:{long}"),
+        &[],
+        "",
+        400,
+    )
+    .await;
+    refused(
+        &h,
+        Method::GET,
+        &format!("/customers/sparklayer:{long}"),
+        &[],
+        "",
+        400,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_and_content_types() {
+    let h = Harness::start().await;
+    let path = format!("/customers/juice:{JUICE_ID}");
+    refused(&h, Method::PATCH, &path, &[], r#"{"first_name":"A"}"#, 415).await;
+    refused(
+        &h,
+        Method::PATCH,
+        &path,
+        &[("content-type", "text/plain")],
+        r#"{"first_name":"A"}"#,
+        415,
+    )
+    .await;
+    refused(
+        &h,
+        Method::PATCH,
+        &path,
+        &[("content-type", "application/json; charset=utf-8")],
+        "{",
+        400,
+    )
+    .await;
+    refused(&h, Method::PATCH, &path, &[JSON], "[1,2]", 400).await;
+    refused(&h, Method::PATCH, &path, &[JSON], "\"x\"", 400).await;
+    refused(&h, Method::PATCH, &path, &[JSON], "", 400).await;
+    refused(
+        &h,
+        Method::PATCH,
+        &path,
+        &[JSON],
+        r#"{"first_name":"A","first_name":"B"}"#,
+        400,
+    )
+    .await;
+    refused(
+        &h,
+        Method::PATCH,
+        &path,
+        &[JSON],
+        b"{\"first_name\":\"\xff\"}".to_vec(),
+        400,
+    )
+    .await;
+    let big = json!({ "first_name": "x".repeat(70 * 1024) }).to_string();
+    refused(&h, Method::PATCH, &path, &[JSON], big, 413).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validation_reports_every_bad_field_at_once() {
+    let h = Harness::start().await;
+    let path = format!("/customers/count:{COUNT_ID}");
+    let body = json!({
+        "email": "not-an-email",
+        "phone": "12345",
+        "website": "ftp://x.example",
+        "status": "paused",
+        "company_name": 7,
+        "billing_address": {"country": "ZZ", "planet": "Mars"},
+        "shipping_address": "",
+        "id": "count:x",
+        "nickname": "x",
+        "provider_fields": {"count": {"email": "x@y.example", "uuid": "z"}}
+    });
+    let answer = refused(&h, Method::PATCH, &path, &[JSON], body.to_string(), 422).await;
+    assert_eq!(
+        answer.error_fields(),
+        [
+            "billing_address.country",
+            "billing_address.planet",
+            "company_name",
+            "email",
+            "id",
+            "nickname",
+            "phone",
+            "provider_fields.count.email",
+            "provider_fields.count.uuid",
+            "shipping_address",
+            "status",
+            "website"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_and_wrongly_typed_fields() {
+    let h = Harness::start().await;
+    let path = format!("/customers/sweetspot:{SWEETSPOT_ID}");
+    let answer = refused(
+        &h,
+        Method::PATCH,
+        &path,
+        &[JSON],
+        r#"{"favourite_colour":"blue"}"#,
+        422,
+    )
+    .await;
+    assert_eq!(answer.error_fields(), ["favourite_colour"]);
+    let answer = refused(
+        &h,
+        Method::PATCH,
+        &path,
+        &[JSON],
+        r#"{"first_name":["A"],"billing_address":{"city":1}}"#,
+        422,
+    )
+    .await;
+    assert_eq!(
+        answer.error_fields(),
+        ["billing_address.city", "first_name"]
+    );
+    let answer = refused(
+        &h,
+        Method::PATCH,
+        &path,
+        &[JSON],
+        r#"{"email":"a@b.example"}"#,
+        422,
+    )
+    .await;
+    assert_eq!(
+        answer.error_fields(),
+        ["email"],
+        "Sweet Spot cannot store an email"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unconfigured_provider_answers_503_before_anything_else() {
+    let mut config = test_config();
+    config.sandbox.enabled = false;
+    let h = Harness::with_config(config).await;
+    let answer = h
+        .send(
+            Method::DELETE,
+            &h.url("/customers/juice:not-a-uuid"),
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(answer.status, 503, "{:?}", answer.body);
+    assert!(answer.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("providers.juice.api_key"));
+}

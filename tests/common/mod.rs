@@ -1,0 +1,249 @@
+//! Shared harness for the end-to-end tests: a real gateway and its sandbox on `127.0.0.1:0`, an HTTP
+//! client, and the sandbox's control API (request log, stored customers, limits, faults).
+#![allow(dead_code)] // each test crate uses its own part of the harness
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use patchbay::app::{self, Running};
+use patchbay::config::{Config, Window};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+pub const SWEETSPOT_ID: &str = "cus_demo_alice";
+pub const COUNT_ID: &str = "3b241101-e2bb-4255-8caf-4136c566a962";
+pub const JUICE_ID: &str = "6f7e1e7f-93d1-4fcc-b7a4-738f869615c8";
+pub const SPARKLAYER_ID: &str = "cu_demo_jones";
+
+/// A configuration for tests: sandbox on, everything on free loopback ports, short timeouts, and the
+/// gateway's own rate limits off so that only the test decides what is limited.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.server.upstream_timeout_ms = 1_500;
+    config.server.connect_timeout_ms = 500;
+    config.sandbox.enabled = true;
+    for provider in config.providers.values_mut() {
+        provider.rate_limit.windows = Vec::new();
+    }
+    config
+}
+
+pub fn windows(pairs: &[(u32, u64)]) -> Vec<Window> {
+    pairs
+        .iter()
+        .map(|&(limit, seconds)| Window { limit, seconds })
+        .collect()
+}
+
+/// An HTTP answer with its body parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub raw: Bytes,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The canonical paths named in a problem's `errors`, sorted.
+    pub fn error_fields(&self) -> Vec<String> {
+        let mut fields: Vec<String> = self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        fields.sort();
+        fields
+    }
+}
+
+pub struct Harness {
+    pub app: Running,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::with_config(test_config()).await
+    }
+
+    pub async fn with_config(config: Config) -> Harness {
+        let app = app::start(config).await.expect("gateway starts");
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Harness { app, client }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app.addr())
+    }
+
+    fn control_url(&self, path: &str) -> String {
+        let sandbox = self.app.sandbox().expect("the sandbox is enabled");
+        format!("http://{}/_control{path}", sandbox.addr())
+    }
+
+    /// Sends a raw request; `headers` as (name, value) pairs.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let mut builder = Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(Full::new(body.into())).expect("valid request");
+        let response = self
+            .client
+            .request(request)
+            .await
+            .expect("the server answers");
+        let (parts, body) = response.into_parts();
+        let raw = body.collect().await.expect("body reads").to_bytes();
+        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            raw,
+        }
+    }
+
+    pub async fn get(&self, customer: &str) -> Answer {
+        self.send(
+            Method::GET,
+            &self.url(&format!("/customers/{customer}")),
+            &[],
+            Bytes::new(),
+        )
+        .await
+    }
+
+    /// PATCH with `Content-Type: application/merge-patch+json` plus `headers`.
+    pub async fn patch_with(
+        &self,
+        customer: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut all = vec![("content-type", "application/merge-patch+json")];
+        all.extend_from_slice(headers);
+        self.send(
+            Method::PATCH,
+            &self.url(&format!("/customers/{customer}")),
+            &all,
+            body.to_string(),
+        )
+        .await
+    }
+
+    pub async fn patch(&self, customer: &str, body: &Value) -> Answer {
+        self.patch_with(customer, body, &[]).await
+    }
+
+    async fn control(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let headers: &[(&str, &str)] = &[("content-type", "application/json")];
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let answer = self
+            .send(method.clone(), &self.control_url(path), headers, body)
+            .await;
+        assert!(
+            answer.status.is_success() || answer.status == StatusCode::NOT_FOUND,
+            "control {method} {path} failed: {} {:?}",
+            answer.status,
+            answer.raw
+        );
+        answer
+    }
+
+    /// The requests that reached `provider` since the last clear, oldest first.
+    pub async fn log(&self, provider: &str) -> Vec<Value> {
+        let answer = self
+            .control(Method::GET, &format!("/log?provider={provider}"), None)
+            .await;
+        answer.body.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every request that reached any provider.
+    pub async fn full_log(&self) -> Vec<Value> {
+        let answer = self.control(Method::GET, "/log", None).await;
+        answer.body.as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn clear_log(&self) {
+        self.control(Method::DELETE, "/log", None).await;
+    }
+
+    pub async fn reset(&self) {
+        self.control(Method::POST, "/reset", None).await;
+    }
+
+    pub async fn store(&self, provider: &str, id: &str, record: Value) {
+        self.control(
+            Method::PUT,
+            &format!("/customers/{provider}/{id}"),
+            Some(record),
+        )
+        .await;
+    }
+
+    pub async fn stored(&self, provider: &str, id: &str) -> Value {
+        self.control(Method::GET, &format!("/customers/{provider}/{id}"), None)
+            .await
+            .body
+    }
+
+    pub async fn set_limits(&self, provider: &str, windows: Value) {
+        self.control(
+            Method::PUT,
+            &format!("/limits/{provider}"),
+            Some(json!({ "windows": windows })),
+        )
+        .await;
+    }
+
+    pub async fn lift_limits(&self) {
+        for provider in ["sweetspot", "count", "juice", "sparklayer"] {
+            self.set_limits(provider, json!([])).await;
+        }
+    }
+
+    pub async fn fault(&self, provider: &str, fault: Value) {
+        self.control(Method::PUT, &format!("/faults/{provider}"), Some(fault))
+            .await;
+    }
+
+    pub async fn clear_fault(&self, provider: &str) {
+        self.control(Method::DELETE, &format!("/faults/{provider}"), None)
+            .await;
+    }
+
+    pub async fn expire_tokens(&self) {
+        self.control(Method::POST, "/tokens/expire", None).await;
+    }
+}
+
+/// The writes (non-GET customer calls) in a log.
+pub fn writes(log: &[Value]) -> Vec<&Value> {
+    log.iter()
+        .filter(|entry| {
+            entry["method"] != "GET"
+                && entry["path"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("customers"))
+        })
+        .collect()
+}
