@@ -127,7 +127,9 @@ mod tests {
         assert!(parse_object(b"[]").unwrap_err().contains("an array"));
         assert!(parse_object(b"\"x\"").unwrap_err().contains("a string"));
         assert!(parse_object(b"{").unwrap_err().contains("not valid JSON"));
-        assert!(parse_object(b"{} {}").unwrap_err().contains("not valid JSON"));
+        assert!(parse_object(b"{} {}")
+            .unwrap_err()
+            .contains("not valid JSON"));
         assert!(parse_object(b"{\"a\":\"\xff\"}")
             .unwrap_err()
             .contains("not valid JSON"));

@@ -7,7 +7,11 @@ use serde_json::{Map, Value};
 
 /// Applies `patch` to the canonical customer `before`. Top-level fields and addresses only; an address with
 /// every sub-field empty reads as `null`, as the dialects present it. `provider_fields` are left alone.
-pub fn merge(before: &Map<String, Value>, patch: &CustomerPatch, caps: &Capabilities) -> Map<String, Value> {
+pub fn merge(
+    before: &Map<String, Value>,
+    patch: &CustomerPatch,
+    caps: &Capabilities,
+) -> Map<String, Value> {
     let mut after = before.clone();
     for (field, change) in &patch.fields {
         after.insert(field.name().to_owned(), change_value(change));

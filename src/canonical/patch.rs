@@ -96,7 +96,8 @@ impl CustomerPatch {
                     None => {}
                 }
             } else if key == "provider_fields" {
-                patch.provider_fields = parse_provider_fields(value, target, providers, &mut errors);
+                patch.provider_fields =
+                    parse_provider_fields(value, target, providers, &mut errors);
             } else if READ_ONLY_FIELDS.contains(&key.as_str()) {
                 errors.push(FieldError::new(key, "is read-only and cannot be patched"));
             } else {
@@ -314,7 +315,10 @@ fn parse_provider_fields(
     let Value::Object(by_provider) = value else {
         errors.push(FieldError::new(
             "provider_fields",
-            format!("must be an object keyed by provider, not {}", kind_of(value)),
+            format!(
+                "must be an object keyed by provider, not {}",
+                kind_of(value)
+            ),
         ));
         return Map::new();
     };
@@ -330,7 +334,10 @@ fn parse_provider_fields(
             Value::Object(_) => {}
             other => errors.push(FieldError::new(
                 path,
-                format!("must be an object of upstream fields, not {}", kind_of(other)),
+                format!(
+                    "must be an object of upstream fields, not {}",
+                    kind_of(other)
+                ),
             )),
         }
     }
@@ -363,8 +370,17 @@ mod tests {
     #[test]
     fn phone_is_normalised_to_e164() {
         let patch = parse(json!({"phone": "+1 (415) 555-0101"})).unwrap();
-        assert_eq!(patch.fields[&Field::Phone], Change::Set("+14155550101".into()));
-        for bad in ["4155550101", "+0155550101", "+1234567", "+1234567890123456", "+1-800-FLOWERS"] {
+        assert_eq!(
+            patch.fields[&Field::Phone],
+            Change::Set("+14155550101".into())
+        );
+        for bad in [
+            "4155550101",
+            "+0155550101",
+            "+1234567",
+            "+1234567890123456",
+            "+1-800-FLOWERS",
+        ] {
             assert!(parse(json!({ "phone": bad })).is_err(), "{bad} accepted");
         }
     }
@@ -405,8 +421,14 @@ mod tests {
 
     #[test]
     fn status_cannot_be_cleared() {
-        assert_eq!(fields_of(parse(json!({"status": null})).unwrap_err()), ["status"]);
-        assert_eq!(fields_of(parse(json!({"status": ""})).unwrap_err()), ["status"]);
+        assert_eq!(
+            fields_of(parse(json!({"status": null})).unwrap_err()),
+            ["status"]
+        );
+        assert_eq!(
+            fields_of(parse(json!({"status": ""})).unwrap_err()),
+            ["status"]
+        );
     }
 
     #[test]
@@ -418,7 +440,10 @@ mod tests {
         assert_eq!(parts[&AddressPart::City], Change::Set("Anon".into()));
         assert_eq!(parts[&AddressPart::Line2], Change::Clear);
         assert_eq!(parts[&AddressPart::Country], Change::Set("US".into()));
-        assert_eq!(patch.addresses[&AddressKind::Shipping], AddressChange::Remove);
+        assert_eq!(
+            patch.addresses[&AddressKind::Shipping],
+            AddressChange::Remove
+        );
     }
 
     #[test]
@@ -429,7 +454,8 @@ mod tests {
 
     #[test]
     fn provider_fields_keep_only_the_target() {
-        let patch = parse(json!({"provider_fields": {"juice": {"x": 1}, "count": {"y": 2}}})).unwrap();
+        let patch =
+            parse(json!({"provider_fields": {"juice": {"x": 1}, "count": {"y": 2}}})).unwrap();
         assert_eq!(Value::Object(patch.provider_fields), json!({"x": 1}));
     }
 
@@ -452,10 +478,23 @@ mod tests {
         let errors = patch.clone().restrict(&CAPS, "demo", false).unwrap_err();
         assert_eq!(
             fields_of(errors),
-            ["first_name", "email", "billing_address.line2", "shipping_address"]
+            [
+                "first_name",
+                "email",
+                "billing_address.line2",
+                "shipping_address"
+            ]
         );
         let (kept, skipped) = patch.restrict(&CAPS, "demo", true).unwrap();
-        assert_eq!(skipped, ["first_name", "email", "billing_address.line2", "shipping_address"]);
+        assert_eq!(
+            skipped,
+            [
+                "first_name",
+                "email",
+                "billing_address.line2",
+                "shipping_address"
+            ]
+        );
         assert_eq!(kept.fields.len(), 1);
         assert_eq!(kept.addresses.len(), 1);
         let removal = parse(json!({"billing_address": null})).unwrap();

@@ -76,7 +76,9 @@ impl ProblemKind {
             ProblemKind::Internal => ("internal", "Internal error"),
             ProblemKind::BadGateway => ("bad-gateway", "The provider failed"),
             ProblemKind::ServiceUnavailable => ("unavailable", "Service unavailable"),
-            ProblemKind::GatewayTimeout => ("upstream-timeout", "The provider did not answer in time"),
+            ProblemKind::GatewayTimeout => {
+                ("upstream-timeout", "The provider did not answer in time")
+            }
         }
     }
 }

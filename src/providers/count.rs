@@ -219,7 +219,13 @@ impl Dialect for Count {
             let stored = record.get(key).and_then(Value::as_object);
             map.insert(kind.name().into(), canonical_address(stored, &ADDRESS));
         }
-        finish_canonical(map, self.name(), record, ("createdAt", "updatedAt"), RESERVED)
+        finish_canonical(
+            map,
+            self.name(),
+            record,
+            ("createdAt", "updatedAt"),
+            RESERVED,
+        )
     }
 
     fn failure(

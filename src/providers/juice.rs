@@ -156,7 +156,13 @@ impl Dialect for Juice {
             AddressKind::Billing.name().into(),
             canonical_address(stored, &ADDRESS),
         );
-        finish_canonical(map, self.name(), record, ("created_at", "updated_at"), RESERVED)
+        finish_canonical(
+            map,
+            self.name(),
+            record,
+            ("created_at", "updated_at"),
+            RESERVED,
+        )
     }
 
     fn failure(

@@ -145,9 +145,7 @@ pub(crate) fn check_id_chars(
     rule: &str,
 ) -> Result<String, String> {
     let mut chars = id.chars();
-    let ok = id.len() <= max
-        && chars.next().is_some_and(first)
-        && chars.all(rest);
+    let ok = id.len() <= max && chars.next().is_some_and(first) && chars.all(rest);
     if ok {
         Ok(id.to_owned())
     } else {
@@ -205,8 +203,14 @@ pub(crate) fn finish_canonical(
     timestamps: (&str, &str),
     mapped: &[&str],
 ) -> Map<String, Value> {
-    map.insert("created_at".into(), canonical_value(record.get(timestamps.0)));
-    map.insert("updated_at".into(), canonical_value(record.get(timestamps.1)));
+    map.insert(
+        "created_at".into(),
+        canonical_value(record.get(timestamps.0)),
+    );
+    map.insert(
+        "updated_at".into(),
+        canonical_value(record.get(timestamps.1)),
+    );
     let extra: Map<String, Value> = record
         .iter()
         .filter(|(key, _)| {
@@ -263,7 +267,10 @@ pub(crate) fn field_errors(
 }
 
 pub(crate) fn string_at(value: &Value, pointer: &str) -> Option<String> {
-    value.pointer(pointer).and_then(Value::as_str).map(str::to_owned)
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -299,9 +306,15 @@ mod tests {
             ("zipCode", "postal_code"),
             ("mainPhone", "phone"),
         ];
-        assert_eq!(map_field("billing_address.zipCode", &table), "billing_address.postal_code");
+        assert_eq!(
+            map_field("billing_address.zipCode", &table),
+            "billing_address.postal_code"
+        );
         assert_eq!(map_field("mainPhone", &table), "phone");
-        assert_eq!(map_field("billingAddress.zipCode", &table), "billing_address.postal_code");
+        assert_eq!(
+            map_field("billingAddress.zipCode", &table),
+            "billing_address.postal_code"
+        );
         assert_eq!(map_field("other", &table), "other");
     }
 }

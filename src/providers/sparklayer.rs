@@ -33,7 +33,8 @@ const ENTRY: [(AddressPart, &str); 6] = [
 ];
 
 /// Entry keys SparkLayer requires after any change.
-const REQUIRED_PARTS: [AddressPart; 3] = [AddressPart::Line1, AddressPart::City, AddressPart::Country];
+const REQUIRED_PARTS: [AddressPart; 3] =
+    [AddressPart::Line1, AddressPart::City, AddressPart::Country];
 
 static CAPABILITIES: Capabilities = Capabilities {
     fields: &[
@@ -58,7 +59,14 @@ static CAPABILITIES: Capabilities = Capabilities {
 };
 
 /// Keys of the record that have canonical names (the rest go to `provider_fields.sparklayer`).
-const MAPPED: &[&str] = &["id", "first_name", "last_name", "company_name", "email", "status"];
+const MAPPED: &[&str] = &[
+    "id",
+    "first_name",
+    "last_name",
+    "company_name",
+    "email",
+    "status",
+];
 
 /// `provider_fields` may not write these: addresses change only through the canonical address fields.
 const RESERVED: &[&str] = &[
@@ -107,7 +115,10 @@ fn path(id: &str) -> String {
 }
 
 fn text<'a>(entry: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    entry.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    entry
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// The entry a default id names: by `id` or by `external_id`, as SparkLayer accepts either.
@@ -161,7 +172,10 @@ impl AddressBook {
         };
         AddressBook {
             entries,
-            defaults: [default(AddressKind::Billing), default(AddressKind::Shipping)],
+            defaults: [
+                default(AddressKind::Billing),
+                default(AddressKind::Shipping),
+            ],
         }
     }
 
@@ -331,7 +345,9 @@ impl Dialect for SparkLayer {
         for kind in AddressKind::ALL {
             let slot = AddressBook::slot(kind);
             if book.defaults[slot] != before[slot] {
-                let value = book.defaults[slot].clone().map_or(Value::Null, Value::String);
+                let value = book.defaults[slot]
+                    .clone()
+                    .map_or(Value::Null, Value::String);
                 body.insert(default_key(kind).into(), value);
             }
         }
@@ -363,7 +379,13 @@ impl Dialect for SparkLayer {
             let entry = book.entry_of(kind).map(|i| &book.entries[i]);
             map.insert(kind.name().into(), canonical_address(entry, &ENTRY));
         }
-        finish_canonical(map, self.name(), record, ("created_at", "updated_at"), MAPPED)
+        finish_canonical(
+            map,
+            self.name(),
+            record,
+            ("created_at", "updated_at"),
+            MAPPED,
+        )
     }
 
     fn failure(
@@ -385,9 +407,12 @@ impl Dialect for SparkLayer {
         });
         let map = |property: &str| -> String {
             let mut pieces = property.splitn(3, '.');
-            if let (Some("addresses"), Some(n), Some(key), Some(book)) =
-                (pieces.next(), pieces.next(), pieces.next(), sent_book.as_ref())
-            {
+            if let (Some("addresses"), Some(n), Some(key), Some(book)) = (
+                pieces.next(),
+                pieces.next(),
+                pieces.next(),
+                sent_book.as_ref(),
+            ) {
                 let index = n.parse::<usize>().ok();
                 let part = ENTRY.iter().find(|(_, k)| *k == key).map(|(p, _)| *p);
                 let kind = AddressKind::ALL

@@ -1,8 +1,8 @@
 //! Sweet Spot: camelCase, one flat address, `PUT` updates only the fields sent, `null` clears.
 
 use super::{
-    canonical_address, canonical_value, check_id_chars, finish_canonical, is_id_char,
-    map_field, segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
+    canonical_address, canonical_value, check_id_chars, finish_canonical, is_id_char, map_field,
+    segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
     AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, CustomerPatch,
@@ -42,8 +42,18 @@ static CAPABILITIES: Capabilities = Capabilities {
 };
 
 const RESERVED: &[&str] = &[
-    "id", "createdAt", "updatedAt", "firstName", "lastName", "phone", "address1", "address2", "city",
-    "state", "zip", "country",
+    "id",
+    "createdAt",
+    "updatedAt",
+    "firstName",
+    "lastName",
+    "phone",
+    "address1",
+    "address2",
+    "city",
+    "state",
+    "zip",
+    "country",
 ];
 
 /// Upstream error `param` names back to canonical paths.
@@ -152,7 +162,13 @@ impl Dialect for SweetSpot {
             AddressKind::Billing.name().into(),
             canonical_address(Some(record), &ADDRESS),
         );
-        finish_canonical(map, self.name(), record, ("createdAt", "updatedAt"), RESERVED)
+        finish_canonical(
+            map,
+            self.name(),
+            record,
+            ("createdAt", "updatedAt"),
+            RESERVED,
+        )
     }
 
     fn failure(
@@ -165,7 +181,9 @@ impl Dialect for SweetSpot {
         let errors = match string_at(body, "/error/param") {
             Some(param) => vec![FieldError::new(
                 map_field(&param, ERROR_FIELDS),
-                message.clone().unwrap_or_else(|| "was refused by Sweet Spot".into()),
+                message
+                    .clone()
+                    .unwrap_or_else(|| "was refused by Sweet Spot".into()),
             )],
             None => Vec::new(),
         };
