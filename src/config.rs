@@ -361,6 +361,16 @@ impl Config {
                         "providers.{name}.rate_limit.windows[{i}]: limit and seconds must be more than 0"
                     ));
                 }
+                // The RateLimit headers name a window by its length, so lengths must differ.
+                if provider.rate_limit.windows[..i]
+                    .iter()
+                    .any(|w| w.seconds == window.seconds)
+                {
+                    problems.push(format!(
+                        "providers.{name}.rate_limit.windows[{i}]: another window is {} s long too",
+                        window.seconds
+                    ));
+                }
             }
             if provider.rate_limit.mode == LimitMode::Wait && provider.rate_limit.max_queue == 0 {
                 problems.push(format!(
@@ -374,6 +384,14 @@ impl Config {
         if self.rate_limit.backend == Backend::Redis && self.rate_limit.redis_url.is_none() {
             problems
                 .push("rate_limit.redis_url: required when rate_limit.backend = \"redis\"".into());
+        }
+        if let Some(url) = &self.rate_limit.redis_url {
+            // The URL may carry a password: say what is wrong, never what it is.
+            if redis::Client::open(url.expose()).is_err() {
+                problems.push(
+                    "rate_limit.redis_url: not a redis:// URL (rediss:// is not built in)".into(),
+                );
+            }
         }
         problems
     }
@@ -483,6 +501,34 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.0.len(), 3, "{:?}", err.0);
+    }
+
+    #[test]
+    fn rate_limit_settings_are_checked() {
+        let err = load(
+            r#"
+            [rate_limit]
+            backend = "redis"
+            redis_url = "http://user:hunter2@example"
+            [[providers.count.rate_limit.windows]]
+            limit = 1
+            seconds = 60
+            [[providers.count.rate_limit.windows]]
+            limit = 5
+            seconds = 60
+            "#,
+        )
+        .unwrap_err();
+        let all = err.0.join("\n");
+        assert!(
+            all.contains("rate_limit.redis_url: not a redis:// URL"),
+            "{all}"
+        );
+        assert!(
+            all.contains("windows[1]: another window is 60 s long"),
+            "{all}"
+        );
+        assert!(!all.contains("hunter2"), "{all}");
     }
 
     #[test]

@@ -1,23 +1,44 @@
 //! One provider at run time: its dialect, its upstream, and the two flows of the canonical API.
 //!
-//! Phases of a PATCH, after the request checks of `gateway`: lock the customer → read the current record
-//! when the dialect needs it (read-merge-write) → translate → write → translate the answer back.
-//! A GET is one upstream read.
+//! Phases of a PATCH, after the request checks of `gateway`: lock the customer → reserve its upstream
+//! calls in the credential's rate limit (check 10) → read the current record when the dialect needs it
+//! (read-merge-write) → translate → write → translate the answer back → settle the reservation.
+//! A GET is one reservation and one upstream read.
 
 use super::locks::KeyedLocks;
+use super::rate_limit::{Decision, RateLimiter};
 use super::rescue::{call_problem, status_problem};
 use crate::canonical::{CustomerPatch, Problem, ProblemKind};
 use crate::providers::Dialect;
 use crate::upstream::{CallOptions, Response, Upstream};
 use serde_json::{Map, Value};
+use std::future::Future;
+use std::sync::Arc;
 
 /// A canonical customer, ready to serialise.
 pub(crate) type Customer = Map<String, Value>;
+
+/// An answer through the rate limiter, with the quota as its decision saw it (for the headers).
+pub(crate) struct Limited<T> {
+    pub result: Result<T, Problem>,
+    pub quota: Option<Decision>,
+}
+
+impl<T> From<Problem> for Limited<T> {
+    fn from(problem: Problem) -> Limited<T> {
+        Limited {
+            result: Err(problem),
+            quota: None,
+        }
+    }
+}
 
 pub(crate) struct ProviderRuntime {
     pub dialect: Box<dyn Dialect>,
     /// `None`: no credentials and no sandbox, so the provider answers 503.
     pub upstream: Option<Upstream>,
+    /// The credential's rate limit (present with the upstream).
+    pub limiter: Option<Arc<RateLimiter>>,
     /// Settings that would enable a disabled provider, for its 503.
     pub missing: Vec<&'static str>,
     locks: KeyedLocks,
@@ -31,13 +52,15 @@ pub(crate) struct ProviderRuntime {
 impl ProviderRuntime {
     pub fn new(
         dialect: Box<dyn Dialect>,
-        upstream: Option<Upstream>,
+        upstream: Option<(Upstream, Arc<RateLimiter>)>,
         missing: Vec<&'static str>,
         fallback_retry_after: u64,
     ) -> ProviderRuntime {
+        let (upstream, limiter) = upstream.unzip();
         ProviderRuntime {
             dialect,
             upstream,
+            limiter,
             missing,
             locks: KeyedLocks::default(),
             aliases: moka::sync::Cache::new(100_000),
@@ -67,51 +90,108 @@ impl ProviderRuntime {
         self.upstream().map(|_| ())
     }
 
-    /// GET: the current customer, canonical.
-    pub async fn get(&self, id: &str, options: &CallOptions) -> Result<Customer, Problem> {
-        let record = self.read(id, options).await?;
-        Ok(self.dialect.to_canonical(&record))
+    /// GET: the current customer, canonical; one call.
+    pub async fn get(&self, id: &str, options: &CallOptions) -> Limited<Customer> {
+        self.limited(1, options, |options| async move {
+            let record = self.read(id, &options).await?;
+            Ok(self.dialect.to_canonical(&record))
+        })
+        .await
     }
 
     /// PATCH: applies a validated, restricted, non-empty patch and answers the provider's new state.
+    /// One call, or two for a read-merge-write.
     pub async fn patch(
         &self,
         id: &str,
         patch: &CustomerPatch,
         options: &CallOptions,
-    ) -> Result<Customer, Problem> {
-        let upstream = self.upstream()?;
+    ) -> Limited<Customer> {
         let key = self.aliases.get(id).unwrap_or_else(|| id.to_owned());
         let _customer = self.locks.lock(&key).await;
-        let mut _primary = None;
-        let current = if self.dialect.needs_current(patch) {
-            let mut record = self.read(id, options).await?;
-            if let Some(primary) = self.dialect.record_id(&record).filter(|p| *p != key) {
-                // First contact through another name: hold the primary id's lock too, and read again
-                // under it, since a patch through the primary id may have written in between.
-                _primary = Some(self.locks.lock(&primary).await);
-                record = self.read(id, options).await?;
-            }
-            Some(record)
-        } else {
-            None
-        };
-        let request = self
-            .dialect
-            .write(id, patch, current.as_ref())
-            .map_err(|errors| {
-                let problem = Problem::invalid(errors);
-                match current {
-                    Some(_) => problem.from_provider(self.name(), None),
-                    None => problem,
+        let needs_current = self.dialect.needs_current(patch);
+        let calls = 1 + u32::from(needs_current);
+        self.limited(calls, options, |options| async move {
+            let upstream = self.upstream()?;
+            let mut _primary = None;
+            let current = if needs_current {
+                let mut record = self.read(id, &options).await?;
+                if let Some(primary) = self.dialect.record_id(&record).filter(|p| *p != key) {
+                    // First contact through another name: hold the primary id's lock too, and read
+                    // again under it (an unplanned call), since a patch through the primary id may
+                    // have written in between.
+                    _primary = Some(self.locks.lock(&primary).await);
+                    record = self.read(id, &options).await?;
                 }
-            })?;
-        let response = upstream
-            .call(&request, options)
-            .await
-            .map_err(|error| call_problem(self.name(), &error))?;
-        let record = self.record(id, response, request.body.as_ref(), current.as_ref())?;
-        Ok(self.dialect.to_canonical(&record))
+                Some(record)
+            } else {
+                None
+            };
+            let request = self
+                .dialect
+                .write(id, patch, current.as_ref())
+                .map_err(|errors| {
+                    let problem = Problem::invalid(errors);
+                    match current {
+                        Some(_) => problem.from_provider(self.name(), None),
+                        None => problem,
+                    }
+                })?;
+            let response = upstream
+                .call(&request, &options)
+                .await
+                .map_err(|error| call_problem(self.name(), &error))?;
+            let record = self.record(id, response, request.body.as_ref(), current.as_ref())?;
+            Ok(self.dialect.to_canonical(&record))
+        })
+        .await
+    }
+
+    /// Check 10 around a request's upstream calls: reserves the `calls` it plans (one more when a token
+    /// must be fetched first), lets every call spend from that reservation, settles it afterwards, and
+    /// pauses the credential when the provider itself answers 429.
+    async fn limited<F, Fut>(&self, calls: u32, options: &CallOptions, run: F) -> Limited<Customer>
+    where
+        F: FnOnce(CallOptions) -> Fut,
+        Fut: Future<Output = Result<Customer, Problem>>,
+    {
+        let upstream = match self.upstream() {
+            Ok(upstream) => upstream,
+            Err(problem) => return problem.into(),
+        };
+        let Some(limiter) = &self.limiter else {
+            return Limited {
+                result: run(options.clone()).await,
+                quota: None,
+            };
+        };
+        let calls = calls + u32::from(upstream.will_fetch_token().await);
+        let admission = match limiter.admit(calls).await {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                return Limited {
+                    result: Err(refusal.problem),
+                    quota: refusal.decision,
+                }
+            }
+        };
+        let options = CallOptions {
+            budget: Some(admission.clone()),
+            ..options.clone()
+        };
+        let result = run(options).await;
+        admission.settle().await;
+        let mut quota = admission.decision();
+        if let Err(problem) = &result {
+            if problem.kind == ProblemKind::RateLimited && problem.upstream_status == Some(429) {
+                let seconds = problem.retry_after.unwrap_or(self.fallback_retry_after);
+                quota = limiter.pause(seconds).await;
+            }
+        }
+        Limited {
+            result,
+            quota: Some(quota),
+        }
     }
 
     /// One upstream read of the native record.

@@ -6,24 +6,26 @@
 
 mod customer;
 mod locks;
+pub mod rate_limit;
 mod request;
 mod rescue;
 
 use crate::canonical::{parse_object, CustomerPatch, FieldError, Problem, ProblemKind};
-use crate::config::Config;
+use crate::config::{Backend, Config, OnStoreError};
 use crate::providers;
 use crate::upstream::{Auth, CallOptions, HttpClient, Upstream};
 use bytes::Bytes;
-use customer::{Customer, ProviderRuntime};
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use customer::{Customer, Limited, ProviderRuntime};
+use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use rate_limit::{fingerprint, LocalStore, Quota, RateLimiter, RedisStore, Store};
 use request::{check_content_type, customer_path, prefers_lenient, read_body};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +51,7 @@ impl Gateway {
             Duration::from_millis(config.server.connect_timeout_ms),
             Duration::from_millis(config.server.upstream_timeout_ms),
         ));
+        let stores = Stores::new(config);
         let providers: Vec<ProviderRuntime> = providers::all()
             .into_iter()
             .map(|dialect| {
@@ -57,7 +60,23 @@ impl Gateway {
                 let missing = config.missing_credentials(name);
                 let upstream = Auth::from_config(name, &settings)
                     .filter(|_| missing.is_empty())
-                    .map(|auth| Upstream::new(name, &settings.base_url, client.clone(), auth));
+                    .map(|auth| {
+                        let upstream =
+                            Upstream::new(name, &settings.base_url, client.clone(), auth);
+                        let print = fingerprint(
+                            &config.rate_limit.fingerprint_key,
+                            upstream.credential_id(),
+                        );
+                        let quota = Quota::new(&settings.rate_limit.windows);
+                        let limiter = RateLimiter::new(
+                            name,
+                            print,
+                            &settings.rate_limit,
+                            config.server.upstream_timeout_ms,
+                            stores.for_quota(config, &quota),
+                        );
+                        (upstream, Arc::new(limiter))
+                    });
                 let fallback = settings
                     .rate_limit
                     .windows
@@ -114,6 +133,9 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
+        if parts.uri.path() == "/quotas" {
+            return self.quotas(&parts.method).await;
+        }
         // 1. path and provider
         let target = customer_path(parts.uri.path()).ok_or_else(|| {
             Problem::new(
@@ -158,10 +180,12 @@ impl Gateway {
         // 4. caller auth: not configured in this version.
         let options = CallOptions {
             idempotency_key: parts.headers.get("idempotency-key").cloned(),
+            budget: None,
         };
         if parts.method == Method::GET {
-            let customer = provider.get(&id, &options).await?;
-            return Ok(customer_response(&customer, None));
+            // 10. rate limit · 11. upstream
+            let answer = provider.get(&id, &options).await;
+            return Ok(limited_response(provider, answer, None));
         }
         // 5. content type · 6. size · 7. JSON object
         check_content_type(&parts.headers)?;
@@ -186,14 +210,115 @@ impl Gateway {
         let (patch, skipped) = patch
             .restrict(provider.dialect.capabilities(), name, lenient)
             .map_err(Problem::invalid)?;
-        // 11. upstream: `{}` (or nothing left once skipped) writes nothing and answers the current state
-        let customer = if patch.is_empty() {
-            provider.get(&id, &options).await?
+        // 10. rate limit · 11. upstream (see `ProviderRuntime`): `{}` (or nothing left once skipped)
+        // writes nothing and answers the current state
+        let answer = if patch.is_empty() {
+            provider.get(&id, &options).await
         } else {
-            provider.patch(&id, &patch, &options).await?
+            provider.patch(&id, &patch, &options).await
         };
-        Ok(customer_response(&customer, lenient.then_some(&skipped)))
+        Ok(limited_response(
+            provider,
+            answer,
+            lenient.then_some(&skipped),
+        ))
     }
+
+    /// `GET /quotas`: every limited credential by fingerprint, with what is left in each window.
+    async fn quotas(&self, method: &Method) -> Result<Response<Full<Bytes>>, Problem> {
+        if method != Method::GET {
+            let problem = Problem::new(
+                ProblemKind::MethodNotAllowed,
+                format!("{method} is not supported here: use GET"),
+            );
+            let mut response = rescue::rescue(&problem);
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET"));
+            return Ok(response);
+        }
+        let mut quotas = Vec::new();
+        for limiter in self
+            .inner
+            .providers
+            .iter()
+            .filter_map(|p| p.limiter.as_ref())
+        {
+            if !limiter.quota().is_unlimited() {
+                quotas.push(limiter.describe().await?);
+            }
+        }
+        let body = serde_json::to_vec(&json!({ "quotas": quotas })).expect("JSON serialises");
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(response)
+    }
+}
+
+/// The stores rate limiters keep their logs in: this process's, and Redis when configured.
+struct Stores {
+    local: Arc<LocalStore>,
+    redis: Option<Arc<RedisStore>>,
+}
+
+impl Stores {
+    fn new(config: &Config) -> Stores {
+        let call_ms = config.server.upstream_timeout_ms;
+        let longest_ms = config
+            .providers
+            .values()
+            .map(|p| Quota::new(&p.rate_limit.windows).longest_ms())
+            .max()
+            .unwrap_or(0);
+        // A key idle this long has nothing left in any window (calls are held up to a few timeouts).
+        let idle = Duration::from_millis(longest_ms + 4 * call_ms).max(Duration::from_secs(3600));
+        let redis = (config.rate_limit.backend == Backend::Redis).then(|| {
+            let url = config.rate_limit.redis_url.as_ref();
+            Arc::new(RedisStore::new(
+                url.map_or("", |url| url.expose()),
+                Duration::from_millis(config.server.connect_timeout_ms),
+            ))
+        });
+        Stores {
+            local: Arc::new(LocalStore::new(rate_limit::CAPACITY, idle)),
+            redis,
+        }
+    }
+
+    /// Redis for a limited credential when configured; an unlimited one only needs its pause, locally.
+    fn for_quota(&self, config: &Config, quota: &Quota) -> Store {
+        match &self.redis {
+            Some(redis) if !quota.is_unlimited() => Store::Redis {
+                redis: redis.clone(),
+                local: self.local.clone(),
+                fallback: (config.rate_limit.on_store_error == OnStoreError::Local)
+                    .then(|| quota.share(config.rate_limit.replicas)),
+            },
+            _ => Store::Local(self.local.clone()),
+        }
+    }
+}
+
+/// The answer to a request that went through the rate limiter: the customer or the problem, plus the
+/// `RateLimit-Policy` and `RateLimit` headers on a success or a 429 from a limited provider.
+fn limited_response(
+    provider: &ProviderRuntime,
+    answer: Limited<Customer>,
+    lenient: Option<&Vec<String>>,
+) -> Response<Full<Bytes>> {
+    let mut response = match &answer.result {
+        Ok(customer) => customer_response(customer, lenient),
+        Err(problem) => rescue::rescue(problem),
+    };
+    let status = response.status();
+    if let (Some(limiter), Some(quota)) = (&provider.limiter, &answer.quota) {
+        if status.is_success() || status == StatusCode::TOO_MANY_REQUESTS {
+            limiter.headers(response.headers_mut(), quota);
+        }
+    }
+    response
 }
 
 /// 200 with the canonical customer; in lenient mode, what was applied and what was skipped.

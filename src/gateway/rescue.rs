@@ -29,9 +29,12 @@ pub(crate) fn rescue(problem: &Problem) -> Response<Full<Bytes>> {
     response
 }
 
-/// A call that produced no HTTP answer: a timeout is a 504, everything else a 502.
+/// A call that produced no HTTP answer: a timeout is a 504, a call the rate limit refused its 429 (or
+/// 503), everything else a 502.
 pub(crate) fn call_problem(provider: &str, error: &CallError) -> Problem {
     let (kind, upstream_status) = match error {
+        // Not sent: the rate limit's own answer, as it is.
+        CallError::Refused(problem) => return (**problem).clone(),
         CallError::Timeout(_) => (ProblemKind::GatewayTimeout, None),
         CallError::Connect(_) | CallError::Transport(_) => (ProblemKind::BadGateway, None),
         CallError::Credentials {

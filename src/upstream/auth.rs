@@ -78,12 +78,35 @@ impl Auth {
         })
     }
 
-    /// The token to call with, obtaining or refreshing one first when needed.
-    pub(super) async fn credential(&self, upstream: &Upstream) -> Result<Credential, CallError> {
+    /// The token to call with, obtaining or refreshing one first when needed (a call that spends from
+    /// `options`' budget like any other).
+    pub(super) async fn credential(
+        &self,
+        upstream: &Upstream,
+        options: &CallOptions,
+    ) -> Result<Credential, CallError> {
         match self {
             Auth::SweetSpot { .. } | Auth::Juice { .. } => Ok(Credential::default()),
-            Auth::Count(count) => count.access_token(upstream).await,
-            Auth::SparkLayer(spark) => spark.token(upstream).await,
+            Auth::Count(count) => count.access_token(upstream, options).await,
+            Auth::SparkLayer(spark) => spark.token(upstream, options).await,
+        }
+    }
+
+    /// The identity the provider's rate limit counts against: the API key, or the client id.
+    pub(super) fn credential_id(&self) -> &str {
+        match self {
+            Auth::SweetSpot { api_key } | Auth::Juice { api_key, .. } => api_key.expose(),
+            Auth::Count(count) => &count.client_id,
+            Auth::SparkLayer(spark) => &spark.client_id,
+        }
+    }
+
+    /// Whether [`credential`](Auth::credential) will make a token call before the next call.
+    pub(super) async fn will_fetch_token(&self) -> bool {
+        match self {
+            Auth::SweetSpot { .. } | Auth::Juice { .. } => false,
+            Auth::Count(count) => count.fresh(&*count.tokens.lock().await).is_none(),
+            Auth::SparkLayer(spark) => !spark.token.contains_key(&()),
         }
     }
 
@@ -264,19 +287,27 @@ impl CountAuth {
         );
     }
 
-    async fn access_token(&self, upstream: &Upstream) -> Result<Credential, CallError> {
-        let mut tokens = self.tokens.lock().await;
-        let fresh = match &tokens.access {
+    /// The access token when it is not about to expire.
+    fn fresh(&self, tokens: &CountTokens) -> Option<Secret> {
+        match &tokens.access {
             Some((token, None)) => Some(token.clone()),
             Some((token, Some(expires))) if *expires > SystemTime::now() + self.refresh_before => {
                 Some(token.clone())
             }
             _ => None,
-        };
-        if let Some(token) = fresh {
+        }
+    }
+
+    async fn access_token(
+        &self,
+        upstream: &Upstream,
+        options: &CallOptions,
+    ) -> Result<Credential, CallError> {
+        let mut tokens = self.tokens.lock().await;
+        if let Some(token) = self.fresh(&tokens) {
             return Ok(Credential { token: Some(token) });
         }
-        self.refresh(upstream, &mut tokens).await?;
+        self.refresh(upstream, &mut tokens, options).await?;
         Ok(Credential {
             token: tokens.access.as_ref().map(|(token, _)| token.clone()),
         })
@@ -286,6 +317,7 @@ impl CountAuth {
         &self,
         upstream: &Upstream,
         tokens: &mut CountTokens,
+        options: &CallOptions,
     ) -> Result<(), CallError> {
         let body = Bytes::from(json!({ "refreshToken": tokens.refresh.expose() }).to_string());
         let mut request = upstream.request(Method::POST, COUNT_REFRESH_PATH, body.clone())?;
@@ -293,7 +325,7 @@ impl CountAuth {
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         self.sign(&mut request, COUNT_REFRESH_PATH, &body);
-        let answer = token_answer("count", upstream.send(request).await?)?;
+        let answer = token_answer("count", upstream.send(request, options).await?)?;
         let data = answer.get("data").unwrap_or(&answer);
         let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_owned);
         let (Some(access), Some(refresh)) = (text("accessToken"), text("refreshToken")) else {
@@ -343,10 +375,14 @@ impl moka::Expiry<(), Arc<CachedToken>> for TokenExpiry {
 }
 
 impl SparkLayerAuth {
-    async fn token(&self, upstream: &Upstream) -> Result<Credential, CallError> {
+    async fn token(
+        &self,
+        upstream: &Upstream,
+        options: &CallOptions,
+    ) -> Result<Credential, CallError> {
         let cached = self
             .token
-            .try_get_with((), self.fetch(upstream))
+            .try_get_with((), self.fetch(upstream, options))
             .await
             .map_err(|shared| (*shared).clone())?;
         Ok(Credential {
@@ -354,7 +390,11 @@ impl SparkLayerAuth {
         })
     }
 
-    async fn fetch(&self, upstream: &Upstream) -> Result<Arc<CachedToken>, CallError> {
+    async fn fetch(
+        &self,
+        upstream: &Upstream,
+        options: &CallOptions,
+    ) -> Result<Arc<CachedToken>, CallError> {
         let body = Bytes::from(
             json!({
                 "grant_type": "client_credentials",
@@ -367,7 +407,7 @@ impl SparkLayerAuth {
         let headers = request.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(site_id_header(), header_text(&self.site_id));
-        let answer = token_answer("sparklayer", upstream.send(request).await?)?;
+        let answer = token_answer("sparklayer", upstream.send(request, options).await?)?;
         let Some(token) = answer.get("access_token").and_then(Value::as_str) else {
             return Err(CallError::Credentials {
                 upstream_status: None,

@@ -6,6 +6,7 @@ pub mod signing;
 
 pub use auth::Auth;
 
+use crate::canonical::Problem;
 use crate::providers::UpstreamRequest;
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE, USER_AGENT};
@@ -15,6 +16,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +42,15 @@ pub enum CallError {
         upstream_status: Option<u16>,
         detail: String,
     },
+    /// The call was not sent: the request's [`CallBudget`] refused it (the credential's rate limit).
+    #[error("{}", .0.detail)]
+    Refused(Box<Problem>),
+}
+
+/// Permission to send one more call with the provider's credential. The gateway's rate limiter
+/// implements it; every call asks before it is sent, token refreshes and retries included.
+pub trait CallBudget: Send + Sync {
+    fn spend(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>>;
 }
 
 /// A provider's answer, body read in full.
@@ -111,10 +124,21 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// What a caller's request contributes to an upstream call.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct CallOptions {
     /// The caller's `Idempotency-Key`, forwarded where the provider honours one.
     pub idempotency_key: Option<HeaderValue>,
+    /// What every call of the request spends from before it is sent; `None`: calls are not counted.
+    pub budget: Option<Arc<dyn CallBudget>>,
+}
+
+impl fmt::Debug for CallOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallOptions")
+            .field("idempotency_key", &self.idempotency_key)
+            .field("budget", &self.budget.is_some())
+            .finish()
+    }
 }
 
 /// One provider's endpoint: where it lives and how calls to it are authenticated.
@@ -144,6 +168,16 @@ impl Upstream {
         self.name
     }
 
+    /// The credential the provider's rate limit belongs to (API key or client id).
+    pub fn credential_id(&self) -> &str {
+        self.auth.credential_id()
+    }
+
+    /// Whether the next call must first obtain or refresh a token (one more call to count).
+    pub async fn will_fetch_token(&self) -> bool {
+        self.auth.will_fetch_token().await
+    }
+
     /// Makes the call a dialect asked for: authenticated, signed, and retried once after refreshing an
     /// expired token. A write is never repeated otherwise; a GET is repeated once after a connection
     /// error, since reading twice changes nothing.
@@ -159,11 +193,11 @@ impl Upstream {
         let mut refreshed = false;
         let mut reconnected = false;
         loop {
-            let credential = self.auth.credential(self).await?;
+            let credential = self.auth.credential(self, options).await?;
             let mut http = self.request(request.method.clone(), &request.path, body.clone())?;
             self.auth
                 .authorize(&mut http, &request.path, &body, &credential, options);
-            let response = match self.send(http).await {
+            let response = match self.send(http, options).await {
                 Err(CallError::Connect(_) | CallError::Transport(_))
                     if request.method == Method::GET && !reconnected =>
                 {
@@ -206,8 +240,16 @@ impl Upstream {
             .map_err(|e| CallError::Connect(format!("invalid upstream URL {uri}: {e}")))
     }
 
-    /// The one place every call to the provider passes, token calls included.
-    async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response, CallError> {
+    /// The one place every call to the provider passes, token calls included: each spends from the
+    /// request's budget first.
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        options: &CallOptions,
+    ) -> Result<Response, CallError> {
+        if let Some(budget) = &options.budget {
+            budget.spend().await?;
+        }
         let method = request.method().clone();
         let started = std::time::Instant::now();
         let result = self.client.send(request).await;
