@@ -247,3 +247,61 @@ pub fn writes(log: &[Value]) -> Vec<&Value> {
         })
         .collect()
 }
+
+/// A private `redis-server` on a free loopback port, without persistence, stopped when dropped. A
+/// machine without redis-server fails the test loudly (`.ci/run` installs it).
+pub struct RedisServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|error| {
+                    panic!(
+                        "cannot start redis-server ({error}): install it with \
+                         `apt-get install -y redis-server` (.ci/run does)"
+                    )
+                });
+            let mut server = RedisServer { child, port };
+            for _ in 0..100 {
+                if server.ping() {
+                    return server;
+                }
+                if matches!(server.child.try_wait(), Ok(Some(_))) {
+                    break; // the port was taken in between: try another
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        panic!("redis-server did not start on a free port")
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn ping(&self) -> bool {
+        redis::Client::open(self.url())
+            .and_then(|client| client.get_connection())
+            .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
+            .is_ok()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
