@@ -284,7 +284,10 @@ impl Config {
                 )]))
             }
             Some(file) => figment = figment.merge(Toml::file_exact(file)),
-            None => figment = figment.merge(Toml::file_exact(DEFAULT_FILE)),
+            None if Path::new(DEFAULT_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_FILE))
+            }
+            None => {}
         }
         let figment = figment.merge(Env::prefixed("PATCHBAY_").split("__"));
         Config::from_figment(&figment)
