@@ -339,3 +339,38 @@ async fn concurrent_patches_of_one_customer_lose_no_update() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_count_email_change_is_not_reverted_by_a_concurrent_address_patch() {
+    let h = std::sync::Arc::new(Harness::start().await);
+    // Slow COUNT down so that an address patch's GET and PUT are far apart: without per-customer
+    // serialisation the email change lands in between and the PUT writes the old email back.
+    h.fault("count", json!({"latency_ms": 150})).await;
+    let id = format!("count:{COUNT_ID}");
+    let address = {
+        let h = h.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            h.patch(&id, &json!({"billing_address": {"city": "York"}}))
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let email = h
+        .patch(
+            &id,
+            &json!({"company_name": "Acme Two", "email": "two@acme.example"}),
+        )
+        .await;
+
+    assert_eq!(email.status, 200, "{:?}", email.body);
+    assert_eq!(address.await.unwrap().status, 200);
+    h.clear_fault("count").await;
+    let after = h.get(&id).await.body;
+    assert_eq!(
+        after["email"], "two@acme.example",
+        "the email change was lost: {after}"
+    );
+    assert_eq!(after["company_name"], "Acme Two");
+    assert_eq!(after["billing_address"]["city"], "York");
+}

@@ -108,7 +108,10 @@ impl ProviderRuntime {
         options: &CallOptions,
     ) -> Limited<Customer> {
         let key = self.aliases.get(id).unwrap_or_else(|| id.to_owned());
-        let _customer = self.locks.lock(&key).await;
+        let _customer = match self.dialect.serialise_write(patch) {
+            true => Some(self.locks.lock(&key).await),
+            false => None,
+        };
         let needs_current = self.dialect.needs_current(patch);
         let calls = 1 + u32::from(needs_current);
         self.limited(calls, options, |options| async move {
@@ -141,7 +144,9 @@ impl ProviderRuntime {
                 .call(&request, &options)
                 .await
                 .map_err(|error| call_problem(self.name(), &error))?;
-            let record = self.record(id, response, request.body.as_ref(), current.as_ref())?;
+            let record = self
+                .record(id, response, request.body.as_ref(), current.as_ref())
+                .map_err(|problem| self.name_raw_fields(problem, &patch.provider_fields))?;
             Ok(self.dialect.to_canonical(&record))
         })
         .await
@@ -192,6 +197,17 @@ impl ProviderRuntime {
             result,
             quota: Some(quota),
         }
+    }
+
+    /// A provider's refusal of a field the caller sent raw through `provider_fields` names it by its
+    /// canonical path, `provider_fields.<provider>.<key>`, like every other error field.
+    fn name_raw_fields(&self, mut problem: Problem, raw: &Map<String, Value>) -> Problem {
+        for error in &mut problem.errors {
+            if raw.contains_key(&error.field) {
+                error.field = format!("provider_fields.{}.{}", self.name(), error.field);
+            }
+        }
+        problem
     }
 
     /// One upstream read of the native record.

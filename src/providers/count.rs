@@ -138,6 +138,12 @@ impl Dialect for Count {
         merges_an_address || !has_required
     }
 
+    /// Every COUNT write carries `customer` and `email`, and a read-merge-write copies them from the record
+    /// it read: a write that changes them in between would be silently reverted.
+    fn serialise_write(&self, _patch: &CustomerPatch) -> bool {
+        true
+    }
+
     fn write(
         &self,
         id: &str,

@@ -59,6 +59,13 @@ pub trait Dialect: Send + Sync + 'static {
     /// Whether [`Dialect::write`] needs the current record (read-merge-write).
     fn needs_current(&self, patch: &CustomerPatch) -> bool;
 
+    /// Whether writing `patch` must wait for other writes of the same customer: always for a
+    /// read-merge-write, and for any write that a concurrent read-merge-write could undo by writing back a
+    /// stale copy of what it read. Writes that carry nothing but the patch need no lock.
+    fn serialise_write(&self, patch: &CustomerPatch) -> bool {
+        self.needs_current(patch)
+    }
+
     /// The call that applies `patch`; `current` is the record when [`Dialect::needs_current`] said so.
     /// Fails with field errors when the merged result is something the provider would refuse.
     fn write(
