@@ -211,14 +211,14 @@ impl AddressBook {
             Some(index) if !shared => index,
             _ => {
                 // Start from the shared entry's address (split) or from nothing (new address).
-                let mut fresh = Map::new();
-                if let Some(index) = current {
-                    for (_, key) in ENTRY {
-                        if let Some(value) = self.entries[index].get(key) {
-                            fresh.insert(key.to_owned(), value.clone());
-                        }
-                    }
-                }
+                // Every address key, empty ones as null: a new entry is sent whole, like any other.
+                let mut fresh: Map<String, Value> = ENTRY
+                    .iter()
+                    .map(|(_, key)| {
+                        let shared = current.and_then(|index| self.entries[index].get(*key));
+                        ((*key).to_owned(), shared.cloned().unwrap_or(Value::Null))
+                    })
+                    .collect();
                 let reusable = find_external(&self.entries, own).filter(|i| Some(*i) != current);
                 match reusable {
                     Some(index) => {
