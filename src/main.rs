@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
+/// Thread-local heaps: per-request allocations no longer contend on glibc's arena locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One canonical customer API in front of Sweet Spot, COUNT, Juice and SparkLayer.
 #[derive(Parser)]
 #[command(version, about)]
