@@ -10,7 +10,6 @@ use patchbay::config::{Backend, Config, LimitMode, OnStoreError, Secret};
 use patchbay::gateway::rate_limit::fingerprint;
 use patchbay::sandbox::credentials::JUICE_API_KEY;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn juice() -> String {
@@ -349,29 +348,39 @@ fn busiest_window(mut at: Vec<u64>, span_ms: u64) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "long: three gateways hammer one Juice key through Redis for 75 s"]
+#[ignore = "long: three patchbay processes hammer one Juice key through Redis for 75 s"]
 async fn three_gateways_sharing_one_key_through_redis_never_exceed_the_quota() {
     let redis = RedisServer::start();
-    // Juice's documented limits, on the gateways and (by default) on the sandbox.
-    let mut config = test_config();
-    config
-        .providers
-        .get_mut("juice")
-        .unwrap()
-        .rate_limit
-        .windows = windows(&[(10, 60), (1000, 86_400)]);
-    redis_config(&mut config, &redis.url());
-    let first = Arc::new(Harness::with_config(config.clone()).await);
-    let second = Arc::new(replica(&first, config.clone()).await);
-    let third = Arc::new(replica(&first, config).await);
-    first.clear_log().await;
+    // The sandbox (with Juice's documented limits) runs in this test; the three gateways are real
+    // patchbay processes configured only through the environment, sharing Juice's key through Redis,
+    // with Juice's default windows (10 per 60 s and 1000 per 86 400 s).
+    let sandbox = Harness::start().await;
+    let juice_url = sandbox.app.sandbox().unwrap().base_url("juice").unwrap();
+    let redis_url = redis.url();
+    let env = [
+        ("RUST_LOG", "info"),
+        ("PATCHBAY_SANDBOX__ENABLED", "false"),
+        ("PATCHBAY_PROVIDERS__JUICE__BASE_URL", juice_url.as_str()),
+        ("PATCHBAY_PROVIDERS__JUICE__API_KEY", JUICE_API_KEY),
+        ("PATCHBAY_RATE_LIMIT__BACKEND", "redis"),
+        ("PATCHBAY_RATE_LIMIT__REDIS_URL", redis_url.as_str()),
+    ];
+    let processes: Vec<GatewayProcess> = (0..3).map(|_| GatewayProcess::spawn(&env)).collect();
+    let gateways: Vec<String> = processes
+        .iter()
+        .map(|p| format!("http://{}", p.addr()))
+        .collect();
+    sandbox.clear_log().await;
 
     let deadline = Instant::now() + Duration::from_secs(75);
-    let gateways = [first.clone(), second, third];
+    let customer = format!("/customers/{}", juice());
     let clients: Vec<_> = (0..9)
         .map(|client| {
-            let gateway = gateways[client % 3].clone();
+            let base = gateways[client % 3].clone();
+            let url = format!("{base}{customer}");
             tokio::spawn(async move {
+                let http = http_client();
+                let json = [("content-type", "application/merge-patch+json")];
                 let mut seen = Vec::new();
                 let mut turn = 0;
                 while Instant::now() < deadline {
@@ -380,11 +389,14 @@ async fn three_gateways_sharing_one_key_through_redis_never_exceed_the_quota() {
                         // A read-merge-write: two calls reserved together.
                         0 => {
                             let city = format!("City {client}-{turn}");
-                            let patch = json!({"billing_address": {"city": city}});
-                            gateway.patch(&juice(), &patch).await
+                            let patch = json!({"billing_address": {"city": city}}).to_string();
+                            send(&http, Method::PATCH, &url, &json, patch).await
                         }
-                        1 => gateway.patch(&juice(), &json!({"first_name": "Ada"})).await,
-                        _ => gateway.get(&juice()).await,
+                        1 => {
+                            let patch = json!({"first_name": "Ada"}).to_string();
+                            send(&http, Method::PATCH, &url, &json, patch).await
+                        }
+                        _ => send(&http, Method::GET, &url, &[], "").await,
                     };
                     seen.push((
                         answer.status.as_u16(),
@@ -411,7 +423,7 @@ async fn three_gateways_sharing_one_key_through_redis_never_exceed_the_quota() {
         .collect();
     assert!(unexpected.is_empty(), "{unexpected:?}");
 
-    let at: Vec<u64> = first
+    let at: Vec<u64> = sandbox
         .log("juice")
         .await
         .iter()

@@ -2,90 +2,18 @@
 //! level: the real binary runs at `RUST_LOG=trace` in sandbox mode, its tokens are refreshed and rotated,
 //! and every credential the sandbox saw is then searched for in everything the process printed.
 
+mod common;
+
 use bytes::Bytes;
+use common::GatewayProcess;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const FINGERPRINT_KEY: &str = "fp-key-7d1c0e5a9b";
-
-struct Gateway {
-    child: Child,
-    output: Arc<Mutex<Vec<String>>>,
-}
-
-impl Gateway {
-    fn start() -> Gateway {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_patchbay"))
-            .env("RUST_LOG", "trace")
-            .env("NO_COLOR", "1")
-            .env("PATCHBAY_SERVER__LISTEN", "127.0.0.1:0")
-            .env("PATCHBAY_SANDBOX__ENABLED", "true")
-            .env("PATCHBAY_RATE_LIMIT__FINGERPRINT_KEY", FINGERPRINT_KEY)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the patchbay binary starts");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        for stream in [
-            Box::new(stdout) as Box<dyn std::io::Read + Send>,
-            Box::new(stderr),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    output.lock().unwrap().push(line);
-                }
-            });
-        }
-        Gateway { child, output }
-    }
-
-    /// The `addr=` of the first log line containing `marker`, waiting for it to appear.
-    fn addr_after(&self, marker: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let found = self
-                .output
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(marker))
-                .and_then(|line| {
-                    let start = line.find("addr=")? + 5;
-                    Some(line[start..].split_whitespace().next()?.to_owned())
-                });
-            if let Some(addr) = found {
-                return addr;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no `{marker}` line: {:?}",
-                self.output.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn all_output(&self) -> String {
-        self.output.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn call(method: Method, url: &str, body: &str) -> (u16, Value) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
@@ -126,9 +54,13 @@ fn credentials_seen(log: &[Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_or_token_appears_in_the_logs_at_trace() {
-    let gateway = Gateway::start();
+    let gateway = GatewayProcess::spawn(&[
+        ("RUST_LOG", "trace"),
+        ("PATCHBAY_SANDBOX__ENABLED", "true"),
+        ("PATCHBAY_RATE_LIMIT__FINGERPRINT_KEY", FINGERPRINT_KEY),
+    ]);
     let sandbox = gateway.addr_after("sandbox emulators listening");
-    let api = gateway.addr_after("patchbay ready");
+    let api = gateway.addr();
     let customers = [
         "sweetspot:cus_demo_alice",
         "count:3b241101-e2bb-4255-8caf-4136c566a962",

@@ -68,9 +68,40 @@ impl Answer {
     }
 }
 
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends one request over a real socket; `headers` as (name, value) pairs.
+pub async fn send(
+    client: &HttpClient,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    let mut builder = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(Full::new(body.into())).expect("valid request");
+    let response = client.request(request).await.expect("the server answers");
+    let (parts, body) = response.into_parts();
+    let raw = body.collect().await.expect("body reads").to_bytes();
+    let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        raw,
+    }
+}
+
 pub struct Harness {
     pub app: Running,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
 }
 
 impl Harness {
@@ -80,8 +111,10 @@ impl Harness {
 
     pub async fn with_config(config: Config) -> Harness {
         let app = app::start(config).await.expect("gateway starts");
-        let client = Client::builder(TokioExecutor::new()).build_http();
-        Harness { app, client }
+        Harness {
+            app,
+            client: http_client(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -101,25 +134,7 @@ impl Harness {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Answer {
-        let mut builder = Request::builder().method(method).uri(url);
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        let request = builder.body(Full::new(body.into())).expect("valid request");
-        let response = self
-            .client
-            .request(request)
-            .await
-            .expect("the server answers");
-        let (parts, body) = response.into_parts();
-        let raw = body.collect().await.expect("body reads").to_bytes();
-        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            raw,
-        }
+        send(&self.client, method, url, headers, body).await
     }
 
     pub async fn get(&self, customer: &str) -> Answer {
@@ -300,6 +315,86 @@ impl RedisServer {
 }
 
 impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real `patchbay` binary as a child process, configured through `PATCHBAY_…` variables (plus
+/// `RUST_LOG`), with everything it prints captured. Killed when dropped.
+pub struct GatewayProcess {
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl GatewayProcess {
+    pub fn spawn(env: &[(&str, &str)]) -> GatewayProcess {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut command = Command::new(env!("CARGO_BIN_EXE_patchbay"));
+        command
+            .env("NO_COLOR", "1")
+            .env("PATCHBAY_SERVER__LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("the patchbay binary starts");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let streams: [Box<dyn std::io::Read + Send>; 2] = [
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for stream in streams {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        GatewayProcess { child, output }
+    }
+
+    /// The `addr=` of the first output line containing `marker`, waiting up to 20 s for it.
+    pub fn addr_after(&self, marker: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let found = self
+                .output
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(marker))
+                .and_then(|line| {
+                    let start = line.find("addr=")? + 5;
+                    Some(line[start..].split_whitespace().next()?.to_owned())
+                });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `{marker}` line: {:?}",
+                self.output.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Where its canonical API listens.
+    pub fn addr(&self) -> String {
+        self.addr_after("patchbay ready")
+    }
+
+    pub fn all_output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for GatewayProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
