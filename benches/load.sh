@@ -4,7 +4,8 @@
 #   (b) nginx    — wrk → nginx (worker_processes auto, keep-alive upstream) → the same upstream, sending
 #                  the already-translated Sweet Spot PUT
 #   (c) patchbay — wrk → patchbay translating the canonical PATCH into that PUT (rate limits off)
-#   (d) rmw      — wrk → patchbay, a partial Juice billing_address patch (GET + PATCH upstream)
+#   (d) rmw      — wrk → patchbay, a partial Juice billing_address patch (GET + PATCH upstream) over
+#                  1 000 customers
 # Setups alternate (nginx, patchbay, nginx, patchbay, …) for ROUNDS rounds; the summary prints medians of
 # requests/s, p50 and p99, patchbay's peak RSS, its time to readiness, and the ratios.
 #   bash benches/load.sh                  # DURATION=10s ROUNDS=3 CONNS="64 256" THREADS=2 BENCH_BIN=…
@@ -54,7 +55,7 @@ wait_port() {
 
 UP=$(free_port); PX=$(free_port); PB=$(free_port)
 SWEET='{"id":"cus_demo_alice","userId":"usr_demo_alice","createdAt":"2026-01-01T00:00:00.000Z","updatedAt":"2026-01-01T00:00:00.000Z","creditStatus":"passed","identityVerificationStatus":"verified","firstName":"Alicia","lastName":"Walker","phone":"+14155550101","address1":"1 Market St","address2":"Suite 5","city":"Oakland","state":"CA","zip":"94105","country":"US"}'
-JUICE='{"data":{"id":"6f7e1e7f-93d1-4fcc-b7a4-738f869615c8","first_name":"Test","last_name":"Customer","email":"test@custom.er","phone_number":"+2348012345678","billing_address":{"line1":"123 Test lane","line2":"3456 Mike Drive","city":"Lagos","state":"Acme","zip_code":"12345","country":"US"},"created_at":"2026-01-01T00:00:00.000Z","updated_at":"2026-01-01T00:00:00.000Z"}}'
+JUICE='{"data":{"id":"$customer","first_name":"Test","last_name":"Customer","email":"test@custom.er","phone_number":"+2348012345678","billing_address":{"line1":"123 Test lane","line2":"3456 Mike Drive","city":"Lagos","state":"Acme","zip_code":"12345","country":"US"},"created_at":"2026-01-01T00:00:00.000Z","updated_at":"2026-01-01T00:00:00.000Z"}}'
 
 cat >"$WORK/upstream.conf" <<CONF
 worker_processes 1;
@@ -67,7 +68,8 @@ http {
   server {
     listen 127.0.0.1:$UP backlog=4096;
     default_type application/json;
-    location /juice/ { return 200 '$JUICE'; }
+    # Echoes the requested id, so that every customer is its own record (and its own lock).
+    location ~ ^/juice/customers/(?<customer>[^/]+)$ { return 200 '$JUICE'; }
     location / { return 200 '$SWEET'; }
   }
 }
@@ -128,11 +130,18 @@ wrk.path = "/customers/sweetspot:cus_demo_alice"
 wrk.body = '{"first_name":"Alicia","billing_address":{"city":"Oakland"}}'
 wrk.headers["Content-Type"] = "application/merge-patch+json"
 LUA
+# Read-merge-write over 1 000 customers: writes to ONE customer are serialised by design, which would
+# measure that lock rather than the cost of the extra read.
 cat >"$WORK/rmw.lua" <<'LUA'
 wrk.method = "PATCH"
-wrk.path = "/customers/juice:6f7e1e7f-93d1-4fcc-b7a4-738f869615c8"
 wrk.body = '{"billing_address":{"city":"Lagos"}}'
 wrk.headers["Content-Type"] = "application/merge-patch+json"
+local n = 0
+request = function()
+  n = n + 1
+  local path = string.format("/customers/juice:6f7e1e7f-93d1-4fcc-b7a4-%012d", n % 1000)
+  return wrk.format(nil, path)
+end
 LUA
 
 # Check each setup answers 200 before measuring anything.
