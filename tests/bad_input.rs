@@ -241,3 +241,72 @@ async fn an_unconfigured_provider_answers_503_before_anything_else() {
         .unwrap()
         .contains("providers.juice.api_key"));
 }
+
+/// Writes raw HTTP/1.1 bytes on a fresh connection and reads until the server closes it or answers.
+async fn raw_exchange(addr: std::net::SocketAddr, head: String, chunks: Vec<Vec<u8>>) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        for chunk in chunks {
+            // The server may answer and close before every chunk is sent: that is the point.
+            if stream.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_chunked_body_is_a_413_and_reaches_nobody() {
+    let h = Harness::start().await;
+    h.clear_log().await;
+    let head = format!(
+        "PATCH /customers/juice:{JUICE_ID} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/merge-patch+json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    // 70 chunks of 1 KiB inside one JSON string: no Content-Length announces the size.
+    let mut chunks = vec![b"400\r\n{\"first_name\":\"".to_vec()];
+    chunks[0].extend(vec![b'x'; 1024 - 15]);
+    chunks[0].extend(b"\r\n");
+    for _ in 0..70 {
+        let mut chunk = b"400\r\n".to_vec();
+        chunk.extend(vec![b'x'; 1024]);
+        chunk.extend(b"\r\n");
+        chunks.push(chunk);
+    }
+    chunks.push(b"2\r\n\"}\r\n0\r\n\r\n".to_vec());
+    let answer = raw_exchange(h.app.addr(), head, chunks).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(
+        h.full_log().await.is_empty(),
+        "nothing may reach a provider"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_chunked_patch_is_accepted() {
+    let h = Harness::start().await;
+    let head = format!(
+        "PATCH /customers/juice:{JUICE_ID} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let body = br#"{"first_name":"Chunky"}"#;
+    let chunks = vec![
+        format!("{:x}\r\n", body.len()).into_bytes(),
+        body.to_vec(),
+        b"\r\n0\r\n\r\n".to_vec(),
+    ];
+    let answer = raw_exchange(h.app.addr(), head, chunks).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"first_name\":\"Chunky\""), "{answer}");
+}
