@@ -5,16 +5,18 @@ use crate::config::{Config, Secret};
 use crate::gateway::{serve, Gateway};
 use crate::sandbox::{credentials as demo, Sandbox};
 use std::net::SocketAddr;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// A running gateway (and its sandbox, when enabled). Dropping it stops both.
 pub struct Running {
     addr: SocketAddr,
     sandbox: Option<Sandbox>,
-    stop: Option<oneshot::Sender<()>>,
+    /// Dropping or sending on it starts every serving runtime's shutdown.
+    stop: Option<watch::Sender<bool>>,
     task: JoinHandle<()>,
+    workers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -28,19 +30,99 @@ impl Running {
         self.sandbox.as_ref()
     }
 
-    /// Stops accepting, lets open requests finish, and returns once the server has stopped.
+    /// Stops accepting, lets open requests finish, and returns once every runtime has stopped.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         let _ = (&mut self.task).await;
+        let workers = std::mem::take(&mut self.workers);
+        let _ = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                let _ = worker.join();
+            }
+        })
+        .await;
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        // The worker runtimes see the sender go and shut down on their own.
+        self.stop.take();
         self.task.abort();
     }
+}
+
+/// A listener on `addr`, sharing the port with the other serving runtimes when there are several.
+fn listen(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if shared {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Fails like a plain bind when someone already listens on `addr`: SO_REUSEPORT alone would let a second
+/// patchbay of the same user share the port silently instead of refusing to start.
+fn check_free(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|error| {
+            std::io::Error::new(error.kind(), format!("cannot listen on {addr}: {error}"))
+        })
+}
+
+/// One more serving runtime on its own thread: a current-thread tokio runtime with its own listener on
+/// the shared port and its own upstream connection pool. Returns once it listens (or failed to).
+fn spawn_worker(
+    index: usize,
+    addr: SocketAddr,
+    gateway: Gateway,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (ready, listening) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("patchbay-worker-{index}"))
+        .spawn(move || {
+            crate::upstream::set_worker(index);
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = ready.send(Err(error));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let listener = match listen(addr, true) {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        let _ = ready.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                serve(listener, gateway, async move {
+                    let _ = stopped.changed().await;
+                })
+                .await;
+            });
+        })?;
+    listening
+        .recv()
+        .map_err(|_| std::io::Error::other("a serving runtime failed to start"))??;
+    Ok(thread)
 }
 
 /// Points every provider's base URL and credentials at the sandbox.
@@ -86,16 +168,29 @@ pub async fn start(mut config: Config) -> std::io::Result<Running> {
             "provider disabled: no credentials (it answers 503)"
         );
     }
-    let listener = TcpListener::bind(config.server.listen).await?;
+    // One serving runtime per `server.workers` (default: per core), nginx-style: each accepts on its own
+    // socket bound to the same port, so connections are spread by the kernel, never handed across threads.
+    let workers = config.server.worker_count();
+    let shared = workers > 1;
+    if shared {
+        check_free(config.server.listen)?;
+    }
+    let listener = listen(config.server.listen, shared)?;
     let addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel::<()>();
+    let (stop, stopped) = watch::channel(false);
+    let mut threads = Vec::new();
+    for index in 1..workers {
+        threads.push(spawn_worker(index, addr, gateway.clone(), stopped.clone())?);
+    }
+    let mut stopped = stopped;
     let task = tokio::spawn(serve(listener, gateway, async move {
-        let _ = stopped.await;
+        let _ = stopped.changed().await;
     }));
     Ok(Running {
         addr,
         sandbox,
         stop: Some(stop),
         task,
+        workers: threads,
     })
 }

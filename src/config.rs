@@ -53,6 +53,18 @@ pub struct Server {
     pub connect_timeout_ms: u64,
     /// Time allowed for one whole upstream call, body included.
     pub upstream_timeout_ms: u64,
+    /// Serving runtimes, one thread each, sharing the port (SO_REUSEPORT); 0: one per core.
+    pub workers: usize,
+}
+
+impl Server {
+    /// How many serving runtimes to run: `workers`, or one per core when it is 0.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
 }
 
 impl Default for Server {
@@ -62,6 +74,7 @@ impl Default for Server {
             body_limit_bytes: 65_536,
             connect_timeout_ms: 2_000,
             upstream_timeout_ms: 10_000,
+            workers: 0,
         }
     }
 }

@@ -35,7 +35,8 @@ enum Command {
     },
 }
 
-#[tokio::main]
+/// The main thread's runtime serves too; `app::start` adds one more current-thread runtime per core.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

@@ -50,6 +50,7 @@ impl Gateway {
         let client = Arc::new(HttpClient::new(
             Duration::from_millis(config.server.connect_timeout_ms),
             Duration::from_millis(config.server.upstream_timeout_ms),
+            config.server.worker_count(),
         ));
         let stores = Stores::new(config);
         let providers: Vec<ProviderRuntime> = providers::all()

@@ -61,33 +61,55 @@ pub struct Response {
     pub body: Bytes,
 }
 
-/// The shared HTTP client: connection pool, TLS, timeouts.
+thread_local! {
+    /// The serving runtime this thread belongs to (see [`set_worker`]).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as serving runtime `index`: its upstream calls use that runtime's own
+/// connection pool, so a connection's task and the requests using it stay on one thread.
+pub fn set_worker(index: usize) {
+    WORKER.with(|worker| worker.set(index));
+}
+
+type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The HTTP client: one connection pool per serving runtime, TLS, timeouts.
 pub struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    pools: Vec<Pool>,
     timeout: Duration,
 }
 
 impl HttpClient {
-    pub fn new(connect_timeout: Duration, timeout: Duration) -> HttpClient {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https);
-        HttpClient { client, timeout }
+    pub fn new(connect_timeout: Duration, timeout: Duration, workers: usize) -> HttpClient {
+        let pool = || {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_connect_timeout(Some(connect_timeout));
+            http.set_nodelay(true);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_webpki_roots()
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http);
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(https)
+        };
+        HttpClient {
+            pools: (0..workers.max(1)).map(|_| pool()).collect(),
+            timeout,
+        }
+    }
+
+    fn pool(&self) -> &Pool {
+        &self.pools[WORKER.with(std::cell::Cell::get) % self.pools.len()]
     }
 
     /// Sends one request and reads the whole response, all within the upstream timeout.
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response, CallError> {
         let call = async {
-            let response = self.client.request(request).await.map_err(|e| {
+            let response = self.pool().request(request).await.map_err(|e| {
                 if e.is_connect() {
                     CallError::Connect(error_chain(&e))
                 } else {

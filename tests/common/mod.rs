@@ -25,6 +25,8 @@ pub fn test_config() -> Config {
     config.server.upstream_timeout_ms = 1_500;
     config.server.connect_timeout_ms = 500;
     config.sandbox.enabled = true;
+    // One in-process runtime: the test's own.
+    config.server.workers = 1;
     for provider in config.providers.values_mut() {
         provider.rate_limit.windows = Vec::new();
     }
