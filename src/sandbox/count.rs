@@ -254,17 +254,24 @@ pub(crate) fn handle(state: &mut State, request: &ProviderRequest) -> Reply {
     }
 }
 
-fn refresh(state: &mut State, request: &ProviderRequest) -> Reply {
+/// The JSON object a write carries, or COUNT's answer to a body that is not one.
+fn json_body(request: &ProviderRequest) -> Result<Map<String, Value>, Reply> {
     if request.body_not_declared_json() {
-        return error(
+        return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "Send the body as application/json.",
-        );
+        ));
     }
-    let body = match request.json_object() {
+    request
+        .json_object()
+        .map_err(|problem| error(StatusCode::BAD_REQUEST, "invalid_json", problem.message()))
+}
+
+fn refresh(state: &mut State, request: &ProviderRequest) -> Reply {
+    let body = match json_body(request) {
         Ok(body) => body,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, "invalid_json", problem.message()),
+        Err(reply) => return reply,
     };
     let Some(Value::String(used)) = body.get("refreshToken") else {
         return validation_failed(&[(
@@ -348,16 +355,9 @@ fn stored_address(value: Value) -> Value {
 }
 
 fn update(state: &mut State, id: &str, request: &ProviderRequest) -> Reply {
-    if request.body_not_declared_json() {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Send the body as application/json.",
-        );
-    }
-    let body = match request.json_object() {
+    let body = match json_body(request) {
         Ok(body) => body,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, "invalid_json", problem.message()),
+        Err(reply) => return reply,
     };
     let mut errors: Vec<(String, String)> = Vec::new();
     for required in ["customer", "email"] {
