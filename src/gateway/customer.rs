@@ -233,7 +233,7 @@ impl ProviderRuntime {
         let status = response.status;
         let body: Option<Value> = serde_json::from_slice(&response.body).ok();
         if status.is_success() {
-            let record = body.as_ref().and_then(|b| self.dialect.record(b)).cloned();
+            let record = body.and_then(|b| self.dialect.record(b));
             return match record {
                 Some(record) => {
                     if let Some(primary) = self.dialect.record_id(&record).filter(|p| p != id) {

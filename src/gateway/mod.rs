@@ -114,17 +114,21 @@ impl Gateway {
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let started = Instant::now();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // The request line is copied only when it will be logged: this runs on every request.
+        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            let method = request.method().clone();
+            (method, request.uri().path().to_owned(), Instant::now())
+        });
         let response = match self.respond(request).await {
             Ok(response) => response,
             Err(problem) => rescue::rescue(&problem),
         };
-        tracing::debug!(
-            %method, path, status = response.status().as_u16(),
-            elapsed_us = started.elapsed().as_micros() as u64, "request"
-        );
+        if let Some((method, path, started)) = logged {
+            tracing::debug!(
+                %method, path, status = response.status().as_u16(),
+                elapsed_us = started.elapsed().as_micros() as u64, "request"
+            );
+        }
         response
     }
 

@@ -2,8 +2,8 @@
 //! required on every write, so most writes are read-merge-write.
 
 use super::{
-    canonical_address, canonical_value, field_errors, finish_canonical, map_field, parse_uuid,
-    segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
+    canonical_address, canonical_value, data_envelope, field_errors, finish_canonical, map_field,
+    parse_uuid, segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
     AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, CustomerPatch,
@@ -207,8 +207,8 @@ impl Dialect for Count {
         })
     }
 
-    fn record<'a>(&self, body: &'a Value) -> Option<&'a Map<String, Value>> {
-        body.get("data")?.as_object()
+    fn record(&self, body: Value) -> Option<Map<String, Value>> {
+        data_envelope(body)
     }
 
     fn record_id(&self, record: &Map<String, Value>) -> Option<String> {

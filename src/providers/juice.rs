@@ -1,8 +1,8 @@
 //! Juice: snake_case, one nested billing address that must be sent complete, and `""` (not `null`) clears.
 
 use super::{
-    canonical_address, canonical_value, field_errors, finish_canonical, map_field, parse_uuid,
-    segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
+    canonical_address, canonical_value, data_envelope, field_errors, finish_canonical, map_field,
+    parse_uuid, segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
     AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, CustomerPatch,
@@ -137,8 +137,8 @@ impl Dialect for Juice {
         })
     }
 
-    fn record<'a>(&self, body: &'a Value) -> Option<&'a Map<String, Value>> {
-        body.get("data")?.as_object()
+    fn record(&self, body: Value) -> Option<Map<String, Value>> {
+        data_envelope(body)
     }
 
     fn record_id(&self, record: &Map<String, Value>) -> Option<String> {

@@ -76,7 +76,7 @@ pub trait Dialect: Send + Sync + 'static {
     ) -> Result<UpstreamRequest, Vec<FieldError>>;
 
     /// The customer record inside a successful response body (unwrapping any envelope).
-    fn record<'a>(&self, body: &'a Value) -> Option<&'a Map<String, Value>>;
+    fn record(&self, body: Value) -> Option<Map<String, Value>>;
 
     /// The provider's own primary id in a record (SparkLayer's `cu_…`, even when called by external id).
     fn record_id(&self, record: &Map<String, Value>) -> Option<String>;
@@ -271,6 +271,19 @@ pub(crate) fn field_errors(
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A JSON object, owned.
+pub(crate) fn into_object(value: Value) -> Option<Map<String, Value>> {
+    match value {
+        Value::Object(object) => Some(object),
+        _ => None,
+    }
+}
+
+/// The object under `data` in a `{"data": {…}}` envelope, owned.
+pub(crate) fn data_envelope(body: Value) -> Option<Map<String, Value>> {
+    into_object(into_object(body)?.remove("data")?)
 }
 
 pub(crate) fn string_at(value: &Value, pointer: &str) -> Option<String> {

@@ -2,8 +2,9 @@
 //! shipping ids point at. The list is replaced whole, so every address change is read-merge-write.
 
 use super::{
-    canonical_address, canonical_value, check_id_chars, field_errors, finish_canonical, is_id_char,
-    map_field, segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
+    canonical_address, canonical_value, check_id_chars, field_errors, finish_canonical,
+    into_object, is_id_char, map_field, segment, start_canonical, string_at, Dialect,
+    UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
     address_path, AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change,
@@ -360,8 +361,8 @@ impl Dialect for SparkLayer {
         })
     }
 
-    fn record<'a>(&self, body: &'a Value) -> Option<&'a Map<String, Value>> {
-        body.as_object()
+    fn record(&self, body: Value) -> Option<Map<String, Value>> {
+        into_object(body)
     }
 
     fn record_id(&self, record: &Map<String, Value>) -> Option<String> {

@@ -1,8 +1,8 @@
 //! Sweet Spot: camelCase, one flat address, `PUT` updates only the fields sent, `null` clears.
 
 use super::{
-    canonical_address, canonical_value, check_id_chars, finish_canonical, is_id_char, map_field,
-    segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
+    canonical_address, canonical_value, check_id_chars, finish_canonical, into_object, is_id_char,
+    map_field, segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
     AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, CustomerPatch,
@@ -144,8 +144,8 @@ impl Dialect for SweetSpot {
         })
     }
 
-    fn record<'a>(&self, body: &'a Value) -> Option<&'a Map<String, Value>> {
-        body.as_object()
+    fn record(&self, body: Value) -> Option<Map<String, Value>> {
+        into_object(body)
     }
 
     fn record_id(&self, record: &Map<String, Value>) -> Option<String> {
