@@ -223,3 +223,33 @@ async fn a_persistent_401_is_refreshed_once_only() {
     let log = h.log("sparklayer").await;
     assert!(log.len() <= 3, "PATCH, token, PATCH at most: {log:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_who_hangs_up_does_not_cut_a_write_short() {
+    let h = Harness::start().await;
+    h.lift_limits().await;
+    h.fault("juice", json!({"latency_ms": 300})).await;
+    h.clear_log().await;
+    let customer = format!("juice:{JUICE_ID}");
+    let body = json!({"billing_address": {"city": "Hung Up"}});
+    // The caller gives up while patchbay is still reading the record: its connection closes.
+    let hung_up = tokio::time::timeout(Duration::from_millis(100), h.patch(&customer, &body)).await;
+    assert!(hung_up.is_err(), "the patch should still have been running");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    h.clear_fault("juice").await;
+    let calls: Vec<String> = h
+        .log("juice")
+        .await
+        .iter()
+        .map(|e| e["method"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        calls,
+        ["GET", "PATCH"],
+        "the read-merge-write was cut short"
+    );
+    assert_eq!(
+        h.stored("juice", JUICE_ID).await["billing_address"]["city"],
+        "Hung Up"
+    );
+}

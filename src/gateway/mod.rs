@@ -220,7 +220,8 @@ impl Gateway {
         let answer = if patch.is_empty() {
             provider.get(&id, &options).await
         } else {
-            provider.patch(&id, &patch, &options).await
+            self.write_to_completion(provider.dialect.name(), id, patch, options)
+                .await
         };
         Ok(limited_response(
             provider,
@@ -324,6 +325,35 @@ fn limited_response(
         }
     }
     response
+}
+
+impl Gateway {
+    /// Runs a write as its own task, so that a caller who hangs up cannot cut it short: once the first
+    /// upstream call is made, the write finishes and keeps the customer's lock until the provider has
+    /// answered. Dropped halfway, it could release the lock with its write still in flight, and a
+    /// concurrent read-merge-write would then read a record about to change.
+    async fn write_to_completion(
+        &self,
+        provider: &'static str,
+        id: String,
+        patch: CustomerPatch,
+        options: CallOptions,
+    ) -> Limited<Customer> {
+        let gateway = self.clone();
+        let task = tokio::spawn(async move {
+            let runtime = gateway
+                .inner
+                .providers
+                .iter()
+                .find(|p| p.dialect.name() == provider)
+                .expect("the provider was found before");
+            runtime.patch(&id, &patch, &options).await
+        });
+        task.await.unwrap_or_else(|error| {
+            tracing::error!(provider, %error, "a write task failed");
+            Problem::new(ProblemKind::Internal, "the write failed inside patchbay").into()
+        })
+    }
 }
 
 /// 200 with the canonical customer; in lenient mode, what was applied and what was skipped.
