@@ -217,18 +217,12 @@ pub fn credential_keys(provider: &str) -> &'static [&'static str] {
     }
 }
 
-const CREDENTIAL_KEYS: [&str; 10] = [
-    "api_key",
-    "auth_scheme",
-    "client_id",
-    "client_secret",
-    "access_token",
-    "refresh_token",
-    "site_id",
-    "forward_idempotency_key",
-    "refresh_before_expiry_s",
-    "token_leeway_s",
-];
+/// A provider-specific setting: one that some provider's [`credential_keys`] lists.
+fn is_provider_specific(key: &str) -> bool {
+    ["sweetspot", "count", "juice", "sparklayer"]
+        .iter()
+        .any(|provider| credential_keys(provider).contains(&key))
+}
 
 impl Default for Config {
     fn default() -> Config {
@@ -322,8 +316,7 @@ impl Config {
                 // Every provider carries every key's default; only a changed value is a mistake.
                 let allowed = credential_keys(name);
                 for key in settings.keys() {
-                    let is_credential = CREDENTIAL_KEYS.contains(&key.as_str());
-                    if is_credential
+                    if is_provider_specific(key)
                         && !allowed.contains(&key.as_str())
                         && settings[key] != known["providers"][name][key]
                     {
