@@ -2,6 +2,7 @@
 //! provider's credentials and request signing. Every call a provider sees goes through [`Upstream::send`].
 
 mod auth;
+mod pool;
 pub mod signing;
 
 pub use auth::Auth;
@@ -11,11 +12,9 @@ use crate::providers::UpstreamRequest;
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use pool::{Origin, Pool};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -72,62 +71,43 @@ pub fn set_worker(index: usize) {
     WORKER.with(|worker| worker.set(index));
 }
 
-type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// The HTTP client: one connection pool per serving runtime, TLS, timeouts.
+/// The HTTP client every provider shares: how to connect (TLS for the real providers, connect
+/// timeout), how to speak HTTP/1.1 on a connection, and the timeout of a whole call.
 pub struct HttpClient {
-    pools: Vec<Pool>,
+    connector: pool::Connector,
+    handshake: hyper::client::conn::http1::Builder,
     timeout: Duration,
+    workers: usize,
 }
 
 impl HttpClient {
     pub fn new(connect_timeout: Duration, timeout: Duration, workers: usize) -> HttpClient {
-        let pool = || {
-            let mut http = HttpConnector::new();
-            http.enforce_http(false);
-            http.set_connect_timeout(Some(connect_timeout));
-            http.set_nodelay(true);
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_webpki_roots()
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http);
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(https)
-        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         HttpClient {
-            pools: (0..workers.max(1)).map(|_| pool()).collect(),
+            connector,
+            handshake: hyper::client::conn::http1::Builder::new(),
             timeout,
+            workers: workers.max(1),
         }
     }
 
-    fn pool(&self) -> &Pool {
-        &self.pools[WORKER.with(std::cell::Cell::get) % self.pools.len()]
-    }
-
-    /// Sends one request and reads the whole response, all within the upstream timeout.
-    pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Response, CallError> {
-        let call = async {
-            let response = self.pool().request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    CallError::Connect(error_chain(&e))
-                } else {
-                    CallError::Transport(error_chain(&e))
-                }
-            })?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| CallError::Transport(e.to_string()))?
-                .to_bytes();
-            Ok(Response {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        };
+    /// Sends one request on `pool`'s connections and reads the whole response, all within the
+    /// upstream timeout.
+    async fn send(
+        &self,
+        pool: &Pool,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response, CallError> {
+        let worker = WORKER.with(std::cell::Cell::get);
+        let call = pool.send(&self.connector, &self.handshake, worker, request);
         tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| CallError::Timeout(self.timeout))?
@@ -166,7 +146,8 @@ impl fmt::Debug for CallOptions {
 /// One provider's endpoint: where it lives and how calls to it are authenticated.
 pub struct Upstream {
     name: &'static str,
-    base_url: String,
+    /// Its connections; an unusable base URL (config validation refuses one) fails every call.
+    pool: Result<Pool, String>,
     client: Arc<HttpClient>,
     auth: Auth,
 }
@@ -178,9 +159,10 @@ impl Upstream {
         client: Arc<HttpClient>,
         auth: Auth,
     ) -> Upstream {
+        let pool = Origin::parse(base_url).map(|origin| Pool::new(origin, client.workers));
         Upstream {
             name,
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            pool,
             client,
             auth,
         }
@@ -188,6 +170,13 @@ impl Upstream {
 
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// Closes this serving runtime's connections to the provider that have idled too long.
+    pub fn sweep_idle(&self) {
+        if let Ok(pool) = &self.pool {
+            pool.sweep(WORKER.with(std::cell::Cell::get));
+        }
     }
 
     /// The credential the provider's rate limit belongs to (API key or client id).
@@ -248,10 +237,14 @@ impl Upstream {
         path: &str,
         body: Bytes,
     ) -> Result<Request<Full<Bytes>>, CallError> {
-        let uri = format!("{}{path}", self.base_url);
+        let pool = self
+            .pool
+            .as_ref()
+            .map_err(|e| CallError::Connect(e.clone()))?;
+        let uri = pool.origin().uri(path).map_err(CallError::Connect)?;
         let mut builder = Request::builder()
             .method(method)
-            .uri(&uri)
+            .uri(uri)
             .header(USER_AGENT, AGENT)
             .header(ACCEPT, "application/json");
         if !body.is_empty() {
@@ -259,7 +252,7 @@ impl Upstream {
         }
         builder
             .body(Full::new(body))
-            .map_err(|e| CallError::Connect(format!("invalid upstream URL {uri}: {e}")))
+            .map_err(|e| CallError::Connect(format!("invalid upstream request: {e}")))
     }
 
     /// The one place every call to the provider passes, token calls included: each spends from the
@@ -274,7 +267,10 @@ impl Upstream {
         }
         let method = request.method().clone();
         let started = std::time::Instant::now();
-        let result = self.client.send(request).await;
+        let result = match &self.pool {
+            Ok(pool) => self.client.send(pool, request).await,
+            Err(error) => Err(CallError::Connect(error.clone())),
+        };
         match &result {
             Ok(response) => tracing::debug!(
                 provider = self.name, %method, status = response.status.as_u16(),
