@@ -5,11 +5,13 @@
 
 mod json;
 mod merge;
+mod order;
 mod patch;
 mod problem;
 
 pub use json::parse_object;
 pub use merge::merge;
+pub use order::InCanonicalOrder;
 pub use patch::{AddressChange, AddressSupport, Capabilities, Change, CustomerPatch};
 pub use problem::{FieldError, Problem, ProblemKind};
 

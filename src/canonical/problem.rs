@@ -2,7 +2,7 @@
 //! turns one into an HTTP response.
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// One bad field, named by its canonical dotted path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -136,24 +136,43 @@ impl Problem {
         self.kind.status()
     }
 
-    /// The `application/problem+json` body.
+    /// The `application/problem+json` body, members in RFC 9457's order.
     pub fn to_json(&self) -> Value {
-        let (slug, title) = self.kind.slug_and_title();
-        let mut body = json!({
-            "type": format!("urn:patchbay:problem:{slug}"),
-            "title": title,
-            "status": self.status(),
-            "detail": self.detail,
-            "errors": self.errors,
-        });
-        if let Some(provider) = &self.provider {
-            body["provider"] = json!(provider);
-        }
-        if let Some(status) = self.upstream_status {
-            body["upstream_status"] = json!(status);
-        }
-        body
+        serde_json::to_value(self.body()).expect("problem bodies serialise")
     }
+
+    /// The `application/problem+json` body as written on the wire: RFC 9457's members in its order,
+    /// then the extension members.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.body()).expect("problem bodies serialise")
+    }
+
+    fn body(&self) -> Body<'_> {
+        let (slug, title) = self.kind.slug_and_title();
+        Body {
+            kind: format!("urn:patchbay:problem:{slug}"),
+            title,
+            status: self.status(),
+            detail: &self.detail,
+            errors: &self.errors,
+            provider: self.provider.as_deref(),
+            upstream_status: self.upstream_status,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    errors: &'a [FieldError],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_status: Option<u16>,
 }
 
 #[cfg(test)]
@@ -173,5 +192,14 @@ mod tests {
         assert_eq!(body["upstream_status"], 422);
         let plain = Problem::new(ProblemKind::NotFound, "no such route").to_json();
         assert!(plain.get("provider").is_none() && plain.get("upstream_status").is_none());
+        // On the wire, RFC 9457's members come first and in its order.
+        let text = String::from_utf8(problem.to_bytes()).unwrap();
+        let at = |member: &str| text.find(&format!("\"{member}\":")).unwrap();
+        let members = ["type", "title", "status", "detail", "errors", "provider"];
+        assert!(
+            members.windows(2).all(|pair| at(pair[0]) < at(pair[1])),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), body);
     }
 }

@@ -94,7 +94,7 @@ impl ProviderRuntime {
     pub async fn get(&self, id: &str, options: &CallOptions) -> Limited<Customer> {
         self.limited(1, options, |options| async move {
             let record = self.read(id, &options).await?;
-            Ok(self.dialect.to_canonical(&record))
+            Ok(self.dialect.to_canonical(record))
         })
         .await
     }
@@ -147,7 +147,7 @@ impl ProviderRuntime {
             let record = self
                 .record(id, response, request.body.as_ref(), current.as_ref())
                 .map_err(|problem| self.name_raw_fields(problem, &patch.provider_fields))?;
-            Ok(self.dialect.to_canonical(&record))
+            Ok(self.dialect.to_canonical(record))
         })
         .await
     }

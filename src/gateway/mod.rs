@@ -10,7 +10,9 @@ pub mod rate_limit;
 mod request;
 mod rescue;
 
-use crate::canonical::{parse_object, CustomerPatch, FieldError, Problem, ProblemKind};
+use crate::canonical::{
+    parse_object, CustomerPatch, FieldError, InCanonicalOrder, Problem, ProblemKind,
+};
 use crate::config::{Backend, Config, OnStoreError};
 use crate::providers;
 use crate::upstream::{Auth, CallOptions, HttpClient, Upstream};
@@ -106,6 +108,18 @@ impl Gateway {
             .filter(|p| p.upstream.is_none())
             .map(|p| (p.dialect.name(), p.missing.clone()))
             .collect()
+    }
+
+    /// Closes this serving runtime's upstream connections that have idled too long.
+    fn sweep_idle(&self) {
+        for upstream in self
+            .inner
+            .providers
+            .iter()
+            .filter_map(|p| p.upstream.as_ref())
+        {
+            upstream.sweep_idle();
+        }
     }
 
     /// Answers one request; never fails: every error is already a problem response.
@@ -219,9 +233,12 @@ impl Gateway {
         // writes nothing and answers the current state
         let answer = if patch.is_empty() {
             provider.get(&id, &options).await
-        } else {
+        } else if provider.dialect.serialise_write(&patch) {
             self.write_to_completion(provider.dialect.name(), id, patch, options)
                 .await
+        } else {
+            // Holds no lock: cut short by a caller who hangs up, it leaves nothing half-guarded.
+            provider.patch(&id, &patch, &options).await
         };
         Ok(limited_response(
             provider,
@@ -328,7 +345,7 @@ fn limited_response(
 }
 
 impl Gateway {
-    /// Runs a write as its own task, so that a caller who hangs up cannot cut it short: once the first
+    /// Runs a serialised write as its own task, so that a caller who hangs up cannot cut it short: once the first
     /// upstream call is made, the write finishes and keeps the customer's lock until the provider has
     /// answered. Dropped halfway, it could release the lock with its write still in flight, and a
     /// concurrent read-merge-write would then read a record about to change.
@@ -358,7 +375,7 @@ impl Gateway {
 
 /// 200 with the canonical customer; in lenient mode, what was applied and what was skipped.
 fn customer_response(customer: &Customer, lenient: Option<&Vec<String>>) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(customer).expect("JSON maps serialise");
+    let body = serde_json::to_vec(&InCanonicalOrder(customer)).expect("JSON maps serialise");
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
@@ -380,6 +397,9 @@ fn customer_response(customer: &Customer, lenient: Option<&Vec<String>>) -> Resp
 /// How long open connections may take to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often idle upstream connections are checked for their age.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Serves `gateway` on `listener` until `shutdown` completes, then lets open requests finish.
 pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
@@ -388,8 +408,14 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Futur
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
     tokio::pin!(shutdown);
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stream = tokio::select! {
+            _ = sweep.tick() => {
+                gateway.sweep_idle();
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
@@ -403,9 +429,11 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Futur
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
+        // The request's future is boxed: hyper keeps room for the service's future in every open
+        // connection, and ours is tens of kilobytes, which idle keep-alive connections would hold.
         let service = service_fn(move |request| {
             let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+            Box::pin(async move { Ok::<_, Infallible>(gateway.handle(request).await) })
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {

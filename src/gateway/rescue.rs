@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A problem as `application/problem+json`, with `Allow` on a 405 and `Retry-After` on a 429.
 pub(crate) fn rescue(problem: &Problem) -> Response<Full<Bytes>> {
-    let body = Bytes::from(problem.to_json().to_string());
+    let body = Bytes::from(problem.to_bytes());
     let mut response = Response::new(Full::new(body));
     *response.status_mut() =
         StatusCode::from_u16(problem.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

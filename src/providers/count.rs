@@ -2,8 +2,9 @@
 //! required on every write, so most writes are read-merge-write.
 
 use super::{
-    canonical_address, canonical_value, data_envelope, field_errors, finish_canonical, map_field,
-    parse_uuid, segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
+    canonical_value, data_envelope, field_errors, finish_canonical, into_object, map_field,
+    parse_uuid, segment, start_canonical, string_at, take_address, take_value, Dialect,
+    UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
     AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, CustomerPatch,
@@ -215,15 +216,15 @@ impl Dialect for Count {
         record.get("uuid")?.as_str().map(str::to_owned)
     }
 
-    fn to_canonical(&self, record: &Map<String, Value>) -> Map<String, Value> {
-        let id = self.record_id(record).unwrap_or_default();
+    fn to_canonical(&self, mut record: Map<String, Value>) -> Map<String, Value> {
+        let id = self.record_id(&record).unwrap_or_default();
         let mut map = start_canonical(self.name(), &id);
         for (field, key) in FIELDS {
-            map.insert(field.name().into(), canonical_value(record.get(key)));
+            map.insert(field.name().into(), take_value(&mut record, key));
         }
         for (kind, key) in ADDRESS_KEYS {
-            let stored = record.get(key).and_then(Value::as_object);
-            map.insert(kind.name().into(), canonical_address(stored, &ADDRESS));
+            let mut stored = record.remove(key).and_then(into_object);
+            map.insert(kind.name().into(), take_address(stored.as_mut(), &ADDRESS));
         }
         finish_canonical(
             map,

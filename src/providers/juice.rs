@@ -1,8 +1,9 @@
 //! Juice: snake_case, one nested billing address that must be sent complete, and `""` (not `null`) clears.
 
 use super::{
-    canonical_address, canonical_value, data_envelope, field_errors, finish_canonical, map_field,
-    parse_uuid, segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
+    canonical_value, data_envelope, field_errors, finish_canonical, into_object, map_field,
+    parse_uuid, segment, start_canonical, string_at, take_address, take_value, Dialect,
+    UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
     AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, CustomerPatch,
@@ -145,16 +146,16 @@ impl Dialect for Juice {
         record.get("id")?.as_str().map(str::to_owned)
     }
 
-    fn to_canonical(&self, record: &Map<String, Value>) -> Map<String, Value> {
-        let id = self.record_id(record).unwrap_or_default();
+    fn to_canonical(&self, mut record: Map<String, Value>) -> Map<String, Value> {
+        let id = self.record_id(&record).unwrap_or_default();
         let mut map = start_canonical(self.name(), &id);
         for (field, key) in FIELDS {
-            map.insert(field.name().into(), canonical_value(record.get(key)));
+            map.insert(field.name().into(), take_value(&mut record, key));
         }
-        let stored = record.get("billing_address").and_then(Value::as_object);
+        let mut stored = record.remove("billing_address").and_then(into_object);
         map.insert(
             AddressKind::Billing.name().into(),
-            canonical_address(stored, &ADDRESS),
+            take_address(stored.as_mut(), &ADDRESS),
         );
         finish_canonical(
             map,

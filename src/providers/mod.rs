@@ -81,8 +81,8 @@ pub trait Dialect: Send + Sync + 'static {
     /// The provider's own primary id in a record (SparkLayer's `cu_…`, even when called by external id).
     fn record_id(&self, record: &Map<String, Value>) -> Option<String>;
 
-    /// The canonical customer for a record.
-    fn to_canonical(&self, record: &Map<String, Value>) -> Map<String, Value>;
+    /// The canonical customer for a record, taken by value: its values move into the answer.
+    fn to_canonical(&self, record: Map<String, Value>) -> Map<String, Value>;
 
     /// Reads an error body; `sent` is the body of the request that failed, for dialects whose error paths
     /// point into it (SparkLayer's `addresses.N.city`), and `current` the record it was merged from.
@@ -173,6 +173,34 @@ pub(crate) fn canonical_value(value: Option<&Value>) -> Value {
     }
 }
 
+/// [`canonical_value`] of `source[key]`, moved out of `source`.
+pub(crate) fn take_value(source: &mut Map<String, Value>, key: &str) -> Value {
+    match source.remove(key) {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::String(s)) if s.is_empty() => Value::Null,
+        Some(other) => other,
+    }
+}
+
+/// [`canonical_address`], moving the parts out of `source`.
+pub(crate) fn take_address(
+    source: Option<&mut Map<String, Value>>,
+    mapping: &[(AddressPart, &str)],
+) -> Value {
+    let Some(source) = source else {
+        return Value::Null;
+    };
+    let address: Map<String, Value> = mapping
+        .iter()
+        .map(|(part, key)| (part.name().to_owned(), take_value(source, key)))
+        .collect();
+    if address.values().all(Value::is_null) {
+        Value::Null
+    } else {
+        Value::Object(address)
+    }
+}
+
 /// Builds a canonical address from an upstream object given `(canonical part, upstream key)` pairs; `null`
 /// when every part is empty.
 pub(crate) fn canonical_address(
@@ -206,27 +234,15 @@ pub(crate) fn start_canonical(provider: &str, id: &str) -> Map<String, Value> {
 pub(crate) fn finish_canonical(
     mut map: Map<String, Value>,
     provider: &str,
-    record: &Map<String, Value>,
+    mut record: Map<String, Value>,
     timestamps: (&str, &str),
     mapped: &[&str],
 ) -> Map<String, Value> {
-    map.insert(
-        "created_at".into(),
-        canonical_value(record.get(timestamps.0)),
-    );
-    map.insert(
-        "updated_at".into(),
-        canonical_value(record.get(timestamps.1)),
-    );
-    let extra: Map<String, Value> = record
-        .iter()
-        .filter(|(key, _)| {
-            !mapped.contains(&key.as_str()) && *key != timestamps.0 && *key != timestamps.1
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    map.insert("created_at".into(), take_value(&mut record, timestamps.0));
+    map.insert("updated_at".into(), take_value(&mut record, timestamps.1));
+    record.retain(|key, _| !mapped.contains(&key.as_str()));
     let mut by_provider = Map::new();
-    by_provider.insert(provider.to_owned(), Value::Object(extra));
+    by_provider.insert(provider.to_owned(), Value::Object(record));
     map.insert("provider_fields".into(), Value::Object(by_provider));
     map
 }

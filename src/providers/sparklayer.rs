@@ -2,9 +2,9 @@
 //! shipping ids point at. The list is replaced whole, so every address change is read-merge-write.
 
 use super::{
-    canonical_address, canonical_value, check_id_chars, field_errors, finish_canonical,
-    into_object, is_id_char, map_field, segment, start_canonical, string_at, Dialect,
-    UpstreamFailure, UpstreamRequest,
+    canonical_address, check_id_chars, field_errors, finish_canonical, into_object, is_id_char,
+    map_field, segment, start_canonical, string_at, take_value, Dialect, UpstreamFailure,
+    UpstreamRequest,
 };
 use crate::canonical::{
     address_path, AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change,
@@ -369,13 +369,13 @@ impl Dialect for SparkLayer {
         record.get("id")?.as_str().map(str::to_owned)
     }
 
-    fn to_canonical(&self, record: &Map<String, Value>) -> Map<String, Value> {
-        let id = self.record_id(record).unwrap_or_default();
+    fn to_canonical(&self, mut record: Map<String, Value>) -> Map<String, Value> {
+        let id = self.record_id(&record).unwrap_or_default();
         let mut map = start_canonical(self.name(), &id);
         for (field, key) in FIELDS {
-            map.insert(field.name().into(), canonical_value(record.get(key)));
+            map.insert(field.name().into(), take_value(&mut record, key));
         }
-        let book = AddressBook::from_record(Some(record));
+        let book = AddressBook::from_record(Some(&record));
         for kind in AddressKind::ALL {
             let entry = book.entry_of(kind).map(|i| &book.entries[i]);
             map.insert(kind.name().into(), canonical_address(entry, &ENTRY));

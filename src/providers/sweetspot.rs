@@ -1,8 +1,8 @@
 //! Sweet Spot: camelCase, one flat address, `PUT` updates only the fields sent, `null` clears.
 
 use super::{
-    canonical_address, canonical_value, check_id_chars, finish_canonical, into_object, is_id_char,
-    map_field, segment, start_canonical, string_at, Dialect, UpstreamFailure, UpstreamRequest,
+    check_id_chars, finish_canonical, into_object, is_id_char, map_field, segment, start_canonical,
+    string_at, take_address, take_value, Dialect, UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
     AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, CustomerPatch,
@@ -152,15 +152,15 @@ impl Dialect for SweetSpot {
         record.get("id")?.as_str().map(str::to_owned)
     }
 
-    fn to_canonical(&self, record: &Map<String, Value>) -> Map<String, Value> {
-        let id = self.record_id(record).unwrap_or_default();
+    fn to_canonical(&self, mut record: Map<String, Value>) -> Map<String, Value> {
+        let id = self.record_id(&record).unwrap_or_default();
         let mut map = start_canonical(self.name(), &id);
         for (field, key) in FIELDS {
-            map.insert(field.name().into(), canonical_value(record.get(key)));
+            map.insert(field.name().into(), take_value(&mut record, key));
         }
         map.insert(
             AddressKind::Billing.name().into(),
-            canonical_address(Some(record), &ADDRESS),
+            take_address(Some(&mut record), &ADDRESS),
         );
         finish_canonical(
             map,
