@@ -85,10 +85,12 @@ impl Auth {
         upstream: &Upstream,
         options: &CallOptions,
     ) -> Result<Credential, CallError> {
+        // The token flows are boxed: their futures (a refresh call, the token cache's) are kilobytes
+        // that every call's future would otherwise carry, static keys included.
         match self {
             Auth::SweetSpot { .. } | Auth::Juice { .. } => Ok(Credential::default()),
-            Auth::Count(count) => count.access_token(upstream, options).await,
-            Auth::SparkLayer(spark) => spark.token(upstream, options).await,
+            Auth::Count(count) => Box::pin(count.access_token(upstream, options)).await,
+            Auth::SparkLayer(spark) => Box::pin(spark.token(upstream, options)).await,
         }
     }
 
@@ -177,24 +179,27 @@ impl Auth {
         let Some(used) = &credential.token else {
             return;
         };
-        match self {
-            Auth::Count(count) => {
-                let mut tokens = count.tokens.lock().await;
-                if tokens
-                    .access
-                    .as_ref()
-                    .is_some_and(|(token, _)| token == used)
-                {
-                    tokens.access = None;
+        Box::pin(async move {
+            match self {
+                Auth::Count(count) => {
+                    let mut tokens = count.tokens.lock().await;
+                    if tokens
+                        .access
+                        .as_ref()
+                        .is_some_and(|(token, _)| token == used)
+                    {
+                        tokens.access = None;
+                    }
                 }
-            }
-            Auth::SparkLayer(spark) => {
-                if spark.token.get(&()).await.is_some_and(|t| t.token == *used) {
-                    spark.token.invalidate(&()).await;
+                Auth::SparkLayer(spark) => {
+                    if spark.token.get(&()).await.is_some_and(|t| t.token == *used) {
+                        spark.token.invalidate(&()).await;
+                    }
                 }
+                Auth::SweetSpot { .. } | Auth::Juice { .. } => {}
             }
-            Auth::SweetSpot { .. } | Auth::Juice { .. } => {}
-        }
+        })
+        .await
     }
 }
 
