@@ -2,6 +2,8 @@
 //! measured in the same run: serde_json parsing the same body into a `Value` and writing it back.
 //! The figure to read is each provider's time as a multiple of the baseline (target: at most 3×).
 //!
+//! Both run on the gateway binary's allocator (mimalloc), as they would inside it.
+//!
 //!   cargo bench --bench translate
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -9,6 +11,9 @@ use patchbay::canonical::{parse_object, CustomerPatch};
 use patchbay::providers::{self, Dialect};
 use serde_json::{json, Map, Value};
 use std::hint::black_box;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A realistic patch per provider, with the current record a read-merge-write would have read.
 fn cases() -> Vec<(&'static str, &'static str, Value, Option<Value>)> {

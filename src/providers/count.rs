@@ -2,8 +2,8 @@
 //! required on every write, so most writes are read-merge-write.
 
 use super::{
-    canonical_value, data_envelope, field_errors, finish_canonical, into_object, map_field,
-    parse_uuid, segment, start_canonical, string_at, take_address, take_value, Dialect,
+    canonical_value, data_envelope, field_errors, finish_canonical, id_path, into_object,
+    map_field, parse_uuid, start_canonical, string_at, take_address, take_value, Dialect,
     UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
@@ -93,7 +93,7 @@ const ERROR_FIELDS: &[(&str, &str)] = &[
 const REQUIRED: [(Field, &str); 2] = [(Field::CompanyName, "customer"), (Field::Email, "email")];
 
 fn path(id: &str) -> String {
-    format!("/customers/{}", segment(id))
+    id_path("/customers/", id)
 }
 
 fn change_value(change: &Change) -> Value {

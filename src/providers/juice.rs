@@ -1,8 +1,8 @@
 //! Juice: snake_case, one nested billing address that must be sent complete, and `""` (not `null`) clears.
 
 use super::{
-    canonical_value, data_envelope, field_errors, finish_canonical, into_object, map_field,
-    parse_uuid, segment, start_canonical, string_at, take_address, take_value, Dialect,
+    canonical_value, data_envelope, field_errors, finish_canonical, id_path, into_object,
+    map_field, parse_uuid, start_canonical, string_at, take_address, take_value, Dialect,
     UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
@@ -59,7 +59,7 @@ const RESERVED: &[&str] = &[
 const ERROR_FIELDS: &[(&str, &str)] = &[("phone_number", "phone"), ("zip_code", "postal_code")];
 
 fn path(id: &str) -> String {
-    format!("/customers/{}", segment(id))
+    id_path("/customers/", id)
 }
 
 /// Juice ignores `null`; the empty string is what clears.

@@ -126,9 +126,12 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Percent-encodes an id for use as one URL path segment.
-pub(crate) fn segment(id: &str) -> String {
-    utf8_percent_encode(id, SEGMENT).to_string()
+/// `prefix` followed by `id` percent-encoded as one URL path segment.
+pub(crate) fn id_path(prefix: &str, id: &str) -> String {
+    let mut path = String::with_capacity(prefix.len() + id.len());
+    path.push_str(prefix);
+    path.extend(utf8_percent_encode(id, SEGMENT));
+    path
 }
 
 /// A hyphenated UUID (8-4-4-4-12 hex, any version), lower-cased.
@@ -331,8 +334,8 @@ mod tests {
 
     #[test]
     fn segments_are_percent_encoded() {
-        assert_eq!(segment("a b/c%"), "a%20b%2Fc%25");
-        assert_eq!(segment("cu_1-2.3~"), "cu_1-2.3~");
+        assert_eq!(id_path("/c/", "a b/c%"), "/c/a%20b%2Fc%25");
+        assert_eq!(id_path("/c/", "cu_1-2.3~"), "/c/cu_1-2.3~");
     }
 
     #[test]

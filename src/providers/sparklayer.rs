@@ -2,8 +2,8 @@
 //! shipping ids point at. The list is replaced whole, so every address change is read-merge-write.
 
 use super::{
-    canonical_address, check_id_chars, field_errors, finish_canonical, into_object, is_id_char,
-    map_field, segment, start_canonical, string_at, take_value, Dialect, UpstreamFailure,
+    canonical_address, check_id_chars, field_errors, finish_canonical, id_path, into_object,
+    is_id_char, map_field, start_canonical, string_at, take_value, Dialect, UpstreamFailure,
     UpstreamRequest,
 };
 use crate::canonical::{
@@ -112,7 +112,7 @@ fn other(kind: AddressKind) -> AddressKind {
 }
 
 fn path(id: &str) -> String {
-    format!("/api/v1/customers/{}", segment(id))
+    id_path("/api/v1/customers/", id)
 }
 
 fn text<'a>(entry: &'a Map<String, Value>, key: &str) -> Option<&'a str> {

@@ -1,7 +1,7 @@
 //! Sweet Spot: camelCase, one flat address, `PUT` updates only the fields sent, `null` clears.
 
 use super::{
-    check_id_chars, finish_canonical, into_object, is_id_char, map_field, segment, start_canonical,
+    check_id_chars, finish_canonical, id_path, into_object, is_id_char, map_field, start_canonical,
     string_at, take_address, take_value, Dialect, UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
@@ -70,7 +70,7 @@ const ERROR_FIELDS: &[(&str, &str)] = &[
 ];
 
 fn path(id: &str) -> String {
-    format!("/v1/customers/{}", segment(id))
+    id_path("/v1/customers/", id)
 }
 
 fn clear_value(change: &Change) -> Value {

@@ -27,11 +27,13 @@ const SPARKLAYER_TOKEN_PATH: &str = "/api/auth/token";
 pub enum Auth {
     SweetSpot {
         api_key: Secret,
+        /// The `Authorization` value, built once.
+        authorization: HeaderValue,
     },
     Count(CountAuth),
     Juice {
         api_key: Secret,
-        scheme: AuthScheme,
+        authorization: HeaderValue,
         forward_idempotency_key: bool,
     },
     SparkLayer(SparkLayerAuth),
@@ -47,14 +49,24 @@ impl Auth {
     /// The provider's auth from its settings; `None` when credentials are missing (the provider is disabled).
     pub fn from_config(provider: &str, config: &ProviderConfig) -> Option<Auth> {
         Some(match provider {
-            "sweetspot" => Auth::SweetSpot {
-                api_key: config.api_key.clone()?,
-            },
-            "juice" => Auth::Juice {
-                api_key: config.api_key.clone()?,
-                scheme: config.auth_scheme,
-                forward_idempotency_key: config.forward_idempotency_key,
-            },
+            "sweetspot" => {
+                let api_key = config.api_key.clone()?;
+                Auth::SweetSpot {
+                    authorization: bearer(api_key.expose()),
+                    api_key,
+                }
+            }
+            "juice" => {
+                let api_key = config.api_key.clone()?;
+                Auth::Juice {
+                    authorization: match config.auth_scheme {
+                        AuthScheme::Bearer => bearer(api_key.expose()),
+                        AuthScheme::Raw => sensitive(api_key.expose()),
+                    },
+                    api_key,
+                    forward_idempotency_key: config.forward_idempotency_key,
+                }
+            }
             "count" => Auth::Count(CountAuth {
                 client_id: config.client_id.clone()?,
                 client_secret: config.client_secret.clone()?,
@@ -97,7 +109,7 @@ impl Auth {
     /// The identity the provider's rate limit counts against: the API key, or the client id.
     pub(super) fn credential_id(&self) -> &str {
         match self {
-            Auth::SweetSpot { api_key } | Auth::Juice { api_key, .. } => api_key.expose(),
+            Auth::SweetSpot { api_key, .. } | Auth::Juice { api_key, .. } => api_key.expose(),
             Auth::Count(count) => &count.client_id,
             Auth::SparkLayer(spark) => &spark.client_id,
         }
@@ -123,19 +135,15 @@ impl Auth {
     ) {
         let headers = request.headers_mut();
         match self {
-            Auth::SweetSpot { api_key } => {
-                headers.insert(AUTHORIZATION, bearer(api_key.expose()));
+            Auth::SweetSpot { authorization, .. } => {
+                headers.insert(AUTHORIZATION, authorization.clone());
             }
             Auth::Juice {
-                api_key,
-                scheme,
+                authorization,
                 forward_idempotency_key,
+                ..
             } => {
-                let value = match scheme {
-                    AuthScheme::Bearer => bearer(api_key.expose()),
-                    AuthScheme::Raw => sensitive(api_key.expose()),
-                };
-                headers.insert(AUTHORIZATION, value);
+                headers.insert(AUTHORIZATION, authorization.clone());
                 headers.insert(ACCEPT, HeaderValue::from_static(JUICE_ACCEPT));
                 if let (true, Some(key)) = (forward_idempotency_key, &options.idempotency_key) {
                     headers.insert(HeaderName::from_static("idempotency-key"), key.clone());

@@ -242,17 +242,17 @@ impl Upstream {
             .as_ref()
             .map_err(|e| CallError::Connect(e.clone()))?;
         let uri = pool.origin().uri(path).map_err(CallError::Connect)?;
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(USER_AGENT, AGENT)
-            .header(ACCEPT, "application/json");
-        if !body.is_empty() {
-            builder = builder.header(CONTENT_TYPE, "application/json");
+        let has_body = !body.is_empty();
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        if has_body {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        builder
-            .body(Full::new(body))
-            .map_err(|e| CallError::Connect(format!("invalid upstream request: {e}")))
+        Ok(request)
     }
 
     /// The one place every call to the provider passes, token calls included: each spends from the
