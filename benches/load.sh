@@ -170,15 +170,18 @@ for conns in $CONNS; do
     run nginx "$PX" "$conns" "$round"
     run patchbay "$PB" "$conns" "$round"
   done
+  # Peak so far: the single-call rounds up to this many connections (and the smaller rmw runs before).
+  SINGLE_RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PB_PID/status"); SINGLE_CONNS=$conns
   run rmw "$PB" "$conns" 1
 done
 PEAK_RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PB_PID/status")
 
-python3 - "$RESULTS" "$PEAK_RSS_KB" "$READY_MS" <<'PY'
+python3 - "$RESULTS" "$PEAK_RSS_KB" "$READY_MS" "$SINGLE_RSS_KB" "$SINGLE_CONNS" <<'PY'
 import csv, statistics, sys
 rows = list(csv.reader(open(sys.argv[1]), delimiter="\t"))
 peak_mib = int(sys.argv[2]) / 1024
 ready_ms = int(sys.argv[3])
+single_mib, single_conns = int(sys.argv[4]) / 1024, sys.argv[5]
 def med(setup, conns, col):
     values = [float(r[col]) for r in rows if r[0] == setup and r[1] == conns]
     return statistics.median(values) if values else float("nan")
@@ -193,5 +196,7 @@ for conns in conns_list:
     p99 = med("patchbay", conns, 5) / med("nginx", conns, 5)
     print(f"  c={conns:<4} throughput patchbay/nginx {pb/ng:.2f}  patchbay/direct {pb/di:.2f}  "
           f"p99 patchbay/nginx {p99:.2f}  read-merge-write/single-call {rmw/pb:.2f}")
-print(f"\npatchbay peak RSS {peak_mib:.1f} MiB; ready to serve {ready_ms} ms after start")
+print(f"\npatchbay peak RSS {single_mib:.1f} MiB through the single-call rounds at {single_conns} connections, "
+      f"{peak_mib:.1f} MiB over the whole run (read-merge-write opens Juice's own upstream connections); "
+      f"ready to serve {ready_ms} ms after start")
 PY
