@@ -8,15 +8,12 @@
 use super::locks::KeyedLocks;
 use super::rate_limit::{Decision, RateLimiter};
 use super::rescue::{call_problem, status_problem};
-use crate::canonical::{CustomerPatch, Problem, ProblemKind};
+use crate::canonical::{Customer, CustomerPatch, Problem, ProblemKind};
 use crate::providers::Dialect;
 use crate::upstream::{CallOptions, Response, Upstream};
 use serde_json::{Map, Value};
 use std::future::Future;
 use std::sync::Arc;
-
-/// A canonical customer, ready to serialise.
-pub(crate) type Customer = Map<String, Value>;
 
 /// An answer through the rate limiter, with the quota as its decision saw it (for the headers).
 pub(crate) struct Limited<T> {

@@ -10,14 +10,12 @@ pub mod rate_limit;
 mod request;
 mod rescue;
 
-use crate::canonical::{
-    parse_object, CustomerPatch, FieldError, InCanonicalOrder, Problem, ProblemKind,
-};
+use crate::canonical::{parse_object, Customer, CustomerPatch, FieldError, Problem, ProblemKind};
 use crate::config::{Backend, Config, OnStoreError};
 use crate::providers;
 use crate::upstream::{Auth, CallOptions, HttpClient, Upstream};
 use bytes::Bytes;
-use customer::{Customer, Limited, ProviderRuntime};
+use customer::{Limited, ProviderRuntime};
 use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -377,7 +375,7 @@ impl Gateway {
 fn customer_response(customer: &Customer, lenient: Option<&Vec<String>>) -> Response<Full<Bytes>> {
     // A customer is a few hundred bytes: one allocation instead of growing from 128.
     let mut body = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut body, &InCanonicalOrder(customer)).expect("JSON maps serialise");
+    serde_json::to_writer(&mut body, customer).expect("customers serialise");
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();

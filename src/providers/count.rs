@@ -7,8 +7,8 @@ use super::{
     UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
-    AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, CustomerPatch,
-    Field, FieldError,
+    AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, Customer,
+    CustomerPatch, Field, FieldError,
 };
 use http::Method;
 use serde_json::{Map, Value};
@@ -216,18 +216,18 @@ impl Dialect for Count {
         record.get("uuid")?.as_str().map(str::to_owned)
     }
 
-    fn to_canonical(&self, mut record: Map<String, Value>) -> Map<String, Value> {
+    fn to_canonical(&self, mut record: Map<String, Value>) -> Customer {
         let id = self.record_id(&record).unwrap_or_default();
-        let mut map = start_canonical(self.name(), &id);
+        let mut customer = start_canonical(self.name(), &id);
         for (field, key) in FIELDS {
-            map.insert(field.name().into(), take_value(&mut record, key));
+            customer.push(field.name(), take_value(&mut record, key));
         }
         for (kind, key) in ADDRESS_KEYS {
             let mut stored = record.remove(key).and_then(into_object);
-            map.insert(kind.name().into(), take_address(stored.as_mut(), &ADDRESS));
+            customer.push(kind.name(), take_address(stored.as_mut(), &ADDRESS));
         }
         finish_canonical(
-            map,
+            customer,
             self.name(),
             record,
             ("createdAt", "updatedAt"),

@@ -14,7 +14,7 @@ pub use juice::Juice;
 pub use sparklayer::SparkLayer;
 pub use sweetspot::SweetSpot;
 
-use crate::canonical::{AddressPart, Capabilities, CustomerPatch, FieldError};
+use crate::canonical::{AddressPart, Capabilities, Customer, CustomerPatch, FieldError};
 use http::Method;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{Map, Value};
@@ -82,7 +82,7 @@ pub trait Dialect: Send + Sync + 'static {
     fn record_id(&self, record: &Map<String, Value>) -> Option<String>;
 
     /// The canonical customer for a record, taken by value: its values move into the answer.
-    fn to_canonical(&self, record: Map<String, Value>) -> Map<String, Value>;
+    fn to_canonical(&self, record: Map<String, Value>) -> Customer;
 
     /// Reads an error body; `sent` is the body of the request that failed, for dialects whose error paths
     /// point into it (SparkLayer's `addresses.N.city`), and `current` the record it was merged from.
@@ -226,28 +226,25 @@ pub(crate) fn canonical_address(
 
 /// The canonical customer skeleton every dialect fills: id, provider, then fields, then timestamps and
 /// `provider_fields` last (see [`finish_canonical`]).
-pub(crate) fn start_canonical(provider: &str, id: &str) -> Map<String, Value> {
-    let mut map = Map::new();
-    map.insert("id".into(), Value::String(format!("{provider}:{id}")));
-    map.insert("provider".into(), Value::String(provider.to_owned()));
-    map
+pub(crate) fn start_canonical(provider: &'static str, id: &str) -> Customer {
+    Customer::new(provider, id)
 }
 
 /// Adds timestamps and `provider_fields.<provider>`: every record key that `mapped` does not cover.
 pub(crate) fn finish_canonical(
-    mut map: Map<String, Value>,
+    mut customer: Customer,
     provider: &str,
     mut record: Map<String, Value>,
     timestamps: (&str, &str),
     mapped: &[&str],
-) -> Map<String, Value> {
-    map.insert("created_at".into(), take_value(&mut record, timestamps.0));
-    map.insert("updated_at".into(), take_value(&mut record, timestamps.1));
+) -> Customer {
+    customer.push("created_at", take_value(&mut record, timestamps.0));
+    customer.push("updated_at", take_value(&mut record, timestamps.1));
     record.retain(|key, _| !mapped.contains(&key.as_str()));
     let mut by_provider = Map::new();
     by_provider.insert(provider.to_owned(), Value::Object(record));
-    map.insert("provider_fields".into(), Value::Object(by_provider));
-    map
+    customer.push("provider_fields", Value::Object(by_provider));
+    customer
 }
 
 /// Maps an upstream field path back to a canonical one with an `(upstream, canonical)` table: the whole
@@ -329,6 +326,27 @@ mod tests {
             "../../admin",
         ] {
             assert!(parse_uuid(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Answers are written in the order dialects add members: every dialect must add them in the
+    /// documented order.
+    #[test]
+    fn every_dialect_answers_in_canonical_member_order() {
+        use crate::canonical::{AddressKind, Field};
+        let order: Vec<&str> = ["id", "provider"]
+            .into_iter()
+            .chain(Field::ALL.into_iter().map(Field::name))
+            .chain(AddressKind::ALL.into_iter().map(AddressKind::name))
+            .chain(["created_at", "updated_at", "provider_fields"])
+            .collect();
+        for dialect in all() {
+            let customer = dialect.to_canonical(Map::new());
+            let names: Vec<&str> = customer.names().collect();
+            let mut expected = order.clone();
+            expected.retain(|name| names.contains(name));
+            assert_eq!(names, expected, "{}", dialect.name());
+            assert!(names.len() >= 6, "{}: {names:?}", dialect.name());
         }
     }
 

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::canonical::{
     address_path, AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change,
-    CustomerPatch, Field, FieldError,
+    Customer, CustomerPatch, Field, FieldError,
 };
 use http::Method;
 use serde_json::{Map, Value};
@@ -369,19 +369,19 @@ impl Dialect for SparkLayer {
         record.get("id")?.as_str().map(str::to_owned)
     }
 
-    fn to_canonical(&self, mut record: Map<String, Value>) -> Map<String, Value> {
+    fn to_canonical(&self, mut record: Map<String, Value>) -> Customer {
         let id = self.record_id(&record).unwrap_or_default();
-        let mut map = start_canonical(self.name(), &id);
+        let mut customer = start_canonical(self.name(), &id);
         for (field, key) in FIELDS {
-            map.insert(field.name().into(), take_value(&mut record, key));
+            customer.push(field.name(), take_value(&mut record, key));
         }
         let book = AddressBook::from_record(Some(&record));
         for kind in AddressKind::ALL {
             let entry = book.entry_of(kind).map(|i| &book.entries[i]);
-            map.insert(kind.name().into(), canonical_address(entry, &ENTRY));
+            customer.push(kind.name(), canonical_address(entry, &ENTRY));
         }
         finish_canonical(
-            map,
+            customer,
             self.name(),
             record,
             ("created_at", "updated_at"),

@@ -5,8 +5,8 @@ use super::{
     string_at, take_address, take_value, Dialect, UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
-    AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, CustomerPatch,
-    Field, FieldError,
+    AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, Customer,
+    CustomerPatch, Field, FieldError,
 };
 use http::Method;
 use serde_json::{Map, Value};
@@ -152,18 +152,18 @@ impl Dialect for SweetSpot {
         record.get("id")?.as_str().map(str::to_owned)
     }
 
-    fn to_canonical(&self, mut record: Map<String, Value>) -> Map<String, Value> {
+    fn to_canonical(&self, mut record: Map<String, Value>) -> Customer {
         let id = self.record_id(&record).unwrap_or_default();
-        let mut map = start_canonical(self.name(), &id);
+        let mut customer = start_canonical(self.name(), &id);
         for (field, key) in FIELDS {
-            map.insert(field.name().into(), take_value(&mut record, key));
+            customer.push(field.name(), take_value(&mut record, key));
         }
-        map.insert(
-            AddressKind::Billing.name().into(),
+        customer.push(
+            AddressKind::Billing.name(),
             take_address(Some(&mut record), &ADDRESS),
         );
         finish_canonical(
-            map,
+            customer,
             self.name(),
             record,
             ("createdAt", "updatedAt"),
