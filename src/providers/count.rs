@@ -3,8 +3,8 @@
 
 use super::{
     canonical_value, data_envelope, field_errors, finish_canonical, id_path, into_object,
-    map_field, parse_uuid, start_canonical, string_at, take_address, take_value, Dialect,
-    UpstreamFailure, UpstreamRequest,
+    map_field, parse_uuid, string_at, take_address, take_value, Dialect, UpstreamFailure,
+    UpstreamRequest,
 };
 use crate::canonical::{
     AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, Customer,
@@ -218,7 +218,7 @@ impl Dialect for Count {
 
     fn to_canonical(&self, mut record: Map<String, Value>) -> Customer {
         let id = self.record_id(&record).unwrap_or_default();
-        let mut customer = start_canonical(self.name(), &id);
+        let mut customer = Customer::new(self.name(), &id);
         for (field, key) in FIELDS {
             customer.push(field.name(), take_value(&mut record, key));
         }

@@ -169,38 +169,18 @@ pub(crate) fn is_id_char(c: char) -> bool {
 
 /// A record value as the canonical side shows it: empty strings and missing values are `null`.
 pub(crate) fn canonical_value(value: Option<&Value>) -> Value {
-    match value {
-        None | Some(Value::Null) => Value::Null,
-        Some(Value::String(s)) if s.is_empty() => Value::Null,
-        Some(other) => other.clone(),
-    }
+    canonical_owned(value.cloned())
 }
 
 /// [`canonical_value`] of `source[key]`, moved out of `source`.
 pub(crate) fn take_value(source: &mut Map<String, Value>, key: &str) -> Value {
-    match source.remove(key) {
-        None | Some(Value::Null) => Value::Null,
-        Some(Value::String(s)) if s.is_empty() => Value::Null,
-        Some(other) => other,
-    }
+    canonical_owned(source.remove(key))
 }
 
-/// [`canonical_address`], moving the parts out of `source`.
-pub(crate) fn take_address(
-    source: Option<&mut Map<String, Value>>,
-    mapping: &[(AddressPart, &str)],
-) -> Value {
-    let Some(source) = source else {
-        return Value::Null;
-    };
-    let address: Map<String, Value> = mapping
-        .iter()
-        .map(|(part, key)| (part.name().to_owned(), take_value(source, key)))
-        .collect();
-    if address.values().all(Value::is_null) {
-        Value::Null
-    } else {
-        Value::Object(address)
+fn canonical_owned(value: Option<Value>) -> Value {
+    match value {
+        Some(Value::String(s)) if s.is_empty() => Value::Null,
+        other => other.unwrap_or(Value::Null),
     }
 }
 
@@ -210,24 +190,32 @@ pub(crate) fn canonical_address(
     source: Option<&Map<String, Value>>,
     mapping: &[(AddressPart, &str)],
 ) -> Value {
-    let Some(source) = source else {
-        return Value::Null;
-    };
+    source.map_or(Value::Null, |source| {
+        address(mapping, |key| canonical_value(source.get(key)))
+    })
+}
+
+/// [`canonical_address`], moving the parts out of `source`.
+pub(crate) fn take_address(
+    source: Option<&mut Map<String, Value>>,
+    mapping: &[(AddressPart, &str)],
+) -> Value {
+    source.map_or(Value::Null, |source| {
+        address(mapping, |key| take_value(source, key))
+    })
+}
+
+/// The canonical address whose parts `part` yields by upstream key; `null` when every part is empty.
+fn address(mapping: &[(AddressPart, &str)], mut part: impl FnMut(&str) -> Value) -> Value {
     let address: Map<String, Value> = mapping
         .iter()
-        .map(|(part, key)| (part.name().to_owned(), canonical_value(source.get(*key))))
+        .map(|(name, key)| (name.name().to_owned(), part(key)))
         .collect();
     if address.values().all(Value::is_null) {
         Value::Null
     } else {
         Value::Object(address)
     }
-}
-
-/// The canonical customer skeleton every dialect fills: id, provider, then fields, then timestamps and
-/// `provider_fields` last (see [`finish_canonical`]).
-pub(crate) fn start_canonical(provider: &'static str, id: &str) -> Customer {
-    Customer::new(provider, id)
 }
 
 /// Adds timestamps and `provider_fields.<provider>`: every record key that `mapped` does not cover.

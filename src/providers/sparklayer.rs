@@ -3,8 +3,7 @@
 
 use super::{
     canonical_address, check_id_chars, field_errors, finish_canonical, id_path, into_object,
-    is_id_char, map_field, start_canonical, string_at, take_value, Dialect, UpstreamFailure,
-    UpstreamRequest,
+    is_id_char, map_field, string_at, take_value, Dialect, UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
     address_path, AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change,
@@ -371,7 +370,7 @@ impl Dialect for SparkLayer {
 
     fn to_canonical(&self, mut record: Map<String, Value>) -> Customer {
         let id = self.record_id(&record).unwrap_or_default();
-        let mut customer = start_canonical(self.name(), &id);
+        let mut customer = Customer::new(self.name(), &id);
         for (field, key) in FIELDS {
             customer.push(field.name(), take_value(&mut record, key));
         }

@@ -1,8 +1,8 @@
 //! Sweet Spot: camelCase, one flat address, `PUT` updates only the fields sent, `null` clears.
 
 use super::{
-    check_id_chars, finish_canonical, id_path, into_object, is_id_char, map_field, start_canonical,
-    string_at, take_address, take_value, Dialect, UpstreamFailure, UpstreamRequest,
+    check_id_chars, finish_canonical, id_path, into_object, is_id_char, map_field, string_at,
+    take_address, take_value, Dialect, UpstreamFailure, UpstreamRequest,
 };
 use crate::canonical::{
     AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, Customer,
@@ -154,7 +154,7 @@ impl Dialect for SweetSpot {
 
     fn to_canonical(&self, mut record: Map<String, Value>) -> Customer {
         let id = self.record_id(&record).unwrap_or_default();
-        let mut customer = start_canonical(self.name(), &id);
+        let mut customer = Customer::new(self.name(), &id);
         for (field, key) in FIELDS {
             customer.push(field.name(), take_value(&mut record, key));
         }
