@@ -129,8 +129,10 @@ fn check_law(
         return Ok(());
     }
     let names: Vec<&str> = providers::all().iter().map(|d| d.name()).collect();
-    let parsed = CustomerPatch::parse(patch.as_object().unwrap(), dialect.name(), &names)
-        .map_err(|e| TestCaseError::fail(format!("the generator made an invalid patch: {e:?}")))?;
+    let parsed = CustomerPatch::parse(patch.as_object().unwrap().clone(), dialect.name(), &names)
+        .map_err(|e| {
+        TestCaseError::fail(format!("the generator made an invalid patch: {e:?}"))
+    })?;
     let expected = merge(&comparable(before), &parsed, dialect.capabilities());
     prop_assert_eq!(
         &comparable(after),

@@ -68,26 +68,27 @@ const MAX_LEN: usize = 255;
 const MAX_EMAIL_LEN: usize = 254;
 
 impl CustomerPatch {
-    /// Validates a body against the canonical model, reporting every bad field at once.
+    /// Validates a body against the canonical model, reporting every bad field at once. The body is
+    /// taken by value: its strings become the patch's values.
     ///
     /// `target` is the provider being patched and `providers` every provider name that
     /// `provider_fields` may mention.
     pub fn parse(
-        body: &Map<String, Value>,
+        body: Map<String, Value>,
         target: &str,
         providers: &[&str],
     ) -> Result<CustomerPatch, Vec<FieldError>> {
         let mut patch = CustomerPatch::default();
         let mut errors = Vec::new();
         for (key, value) in body {
-            if let Some(field) = Field::from_name(key) {
+            if let Some(field) = Field::from_name(&key) {
                 match parse_field(field, value) {
                     Ok(change) => {
                         patch.fields.insert(field, change);
                     }
                     Err(message) => errors.push(FieldError::new(key, message)),
                 }
-            } else if let Some(kind) = AddressKind::from_name(key) {
+            } else if let Some(kind) = AddressKind::from_name(&key) {
                 match parse_address(kind, value, &mut errors) {
                     Some(AddressChange::Merge(parts)) if parts.is_empty() => {}
                     Some(change) => {
@@ -178,12 +179,12 @@ impl CustomerPatch {
     }
 }
 
-fn parse_field(field: Field, value: &Value) -> Result<Change, String> {
+fn parse_field(field: Field, value: Value) -> Result<Change, String> {
     let text = match value {
         Value::Null => None,
         Value::String(s) if s.is_empty() => None,
-        Value::String(s) => Some(s.as_str()),
-        other => return Err(format!("must be a string or null, not {}", kind_of(other))),
+        Value::String(s) => Some(s),
+        other => return Err(format!("must be a string or null, not {}", kind_of(&other))),
     };
     let Some(text) = text else {
         return if field == Field::Status {
@@ -194,24 +195,24 @@ fn parse_field(field: Field, value: &Value) -> Result<Change, String> {
     };
     let normalised = match field {
         Field::FirstName | Field::LastName | Field::CompanyName => {
-            check_len(text, MAX_LEN)?;
-            text.to_owned()
+            check_len(&text, MAX_LEN)?;
+            text
         }
         Field::Email => {
-            check_len(text, MAX_EMAIL_LEN)?;
-            if !EmailAddress::is_valid(text) {
+            check_len(&text, MAX_EMAIL_LEN)?;
+            if !EmailAddress::is_valid(&text) {
                 return Err("is not a valid email address".into());
             }
-            text.to_owned()
+            text
         }
-        Field::Phone => normalise_phone(text)?,
+        Field::Phone => normalise_phone(&text)?,
         Field::Website => {
-            check_len(text, MAX_LEN)?;
-            check_website(text)?;
-            text.to_owned()
+            check_len(&text, MAX_LEN)?;
+            check_website(&text)?;
+            text
         }
-        Field::Status => match text {
-            "active" | "inactive" => text.to_owned(),
+        Field::Status => match text.as_str() {
+            "active" | "inactive" => text,
             _ => return Err("must be `active` or `inactive`".into()),
         },
     };
@@ -228,10 +229,11 @@ fn check_len(text: &str, max: usize) -> Result<(), String> {
 
 /// E.164 syntax after removing the usual separators: `+`, then 8–15 digits, the first 1–9.
 pub(crate) fn normalise_phone(text: &str) -> Result<String, String> {
-    let compact: String = text
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-        .collect();
+    let mut compact = String::with_capacity(text.len());
+    compact.extend(
+        text.chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')')),
+    );
     let digits = compact.strip_prefix('+').unwrap_or("");
     let valid = (8..=15).contains(&digits.len())
         && digits.bytes().all(|b| b.is_ascii_digit())
@@ -254,7 +256,7 @@ fn check_website(text: &str) -> Result<(), String> {
 
 fn parse_address(
     kind: AddressKind,
-    value: &Value,
+    value: Value,
     errors: &mut Vec<FieldError>,
 ) -> Option<AddressChange> {
     let object = match value {
@@ -263,7 +265,7 @@ fn parse_address(
         other => {
             errors.push(FieldError::new(
                 kind.name(),
-                format!("must be an object or null, not {}", kind_of(other)),
+                format!("must be an object or null, not {}", kind_of(&other)),
             ));
             return None;
         }
@@ -271,7 +273,7 @@ fn parse_address(
     let mut parts = BTreeMap::new();
     let before = errors.len();
     for (key, value) in object {
-        let Some(part) = AddressPart::from_name(key) else {
+        let Some(part) = AddressPart::from_name(&key) else {
             errors.push(FieldError::new(
                 format!("{}.{key}", kind.name()),
                 "is not a canonical address field",
@@ -288,14 +290,14 @@ fn parse_address(
     (errors.len() == before).then_some(AddressChange::Merge(parts))
 }
 
-fn parse_address_part(part: AddressPart, value: &Value) -> Result<Change, String> {
+fn parse_address_part(part: AddressPart, value: Value) -> Result<Change, String> {
     let text = match value {
         Value::Null => return Ok(Change::Clear),
         Value::String(s) if s.is_empty() => return Ok(Change::Clear),
         Value::String(s) => s,
-        other => return Err(format!("must be a string or null, not {}", kind_of(other))),
+        other => return Err(format!("must be a string or null, not {}", kind_of(&other))),
     };
-    check_len(text, MAX_LEN)?;
+    check_len(&text, MAX_LEN)?;
     if part == AddressPart::Country {
         let upper = text.to_ascii_uppercase();
         if upper.len() != 2 || isocountry::CountryCode::for_alpha2(&upper).is_err() {
@@ -303,40 +305,43 @@ fn parse_address_part(part: AddressPart, value: &Value) -> Result<Change, String
         }
         return Ok(Change::Set(upper));
     }
-    Ok(Change::Set(text.clone()))
+    Ok(Change::Set(text))
 }
 
 fn parse_provider_fields(
-    value: &Value,
+    value: Value,
     target: &str,
     providers: &[&str],
     errors: &mut Vec<FieldError>,
 ) -> Map<String, Value> {
-    let Value::Object(by_provider) = value else {
-        errors.push(FieldError::new(
-            "provider_fields",
-            format!(
-                "must be an object keyed by provider, not {}",
-                kind_of(value)
-            ),
-        ));
-        return Map::new();
+    let by_provider = match value {
+        Value::Object(by_provider) => by_provider,
+        other => {
+            errors.push(FieldError::new(
+                "provider_fields",
+                format!(
+                    "must be an object keyed by provider, not {}",
+                    kind_of(&other)
+                ),
+            ));
+            return Map::new();
+        }
     };
     let mut chosen = Map::new();
     for (provider, fields) in by_provider {
-        let path = format!("provider_fields.{provider}");
+        let path = || format!("provider_fields.{provider}");
         if !providers.contains(&provider.as_str()) {
-            errors.push(FieldError::new(path, "is not a known provider"));
+            errors.push(FieldError::new(path(), "is not a known provider"));
             continue;
         }
         match fields {
-            Value::Object(fields) if provider == target => chosen = fields.clone(),
+            Value::Object(fields) if provider == target => chosen = fields,
             Value::Object(_) => {}
             other => errors.push(FieldError::new(
-                path,
+                path(),
                 format!(
                     "must be an object of upstream fields, not {}",
-                    kind_of(other)
+                    kind_of(&other)
                 ),
             )),
         }
@@ -352,7 +357,10 @@ mod tests {
     const PROVIDERS: [&str; 2] = ["juice", "count"];
 
     fn parse(body: Value) -> Result<CustomerPatch, Vec<FieldError>> {
-        CustomerPatch::parse(body.as_object().unwrap(), "juice", &PROVIDERS)
+        let Value::Object(body) = body else {
+            panic!("a test patch is an object")
+        };
+        CustomerPatch::parse(body, "juice", &PROVIDERS)
     }
 
     fn fields_of(errors: Vec<FieldError>) -> Vec<String> {

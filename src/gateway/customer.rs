@@ -142,7 +142,7 @@ impl ProviderRuntime {
                 .await
                 .map_err(|error| call_problem(self.name(), &error))?;
             let record = self
-                .record(id, response, request.body.as_ref(), current.as_ref())
+                .record(id, response, request.body.as_deref(), current.as_ref())
                 .map_err(|problem| self.name_raw_fields(problem, &patch.provider_fields))?;
             Ok(self.dialect.to_canonical(record))
         })
@@ -223,7 +223,7 @@ impl ProviderRuntime {
         &self,
         id: &str,
         response: Response,
-        sent: Option<&Value>,
+        sent: Option<&[u8]>,
         current: Option<&Map<String, Value>>,
     ) -> Result<Map<String, Value>, Problem> {
         let name = self.name();

@@ -214,7 +214,7 @@ impl Gateway {
             Some(Value::Object(fields)) => provider.dialect.check_provider_fields(fields),
             _ => Vec::new(),
         };
-        let patch = match CustomerPatch::parse(&object, name, &self.inner.names) {
+        let patch = match CustomerPatch::parse(object, name, &self.inner.names) {
             Ok(patch) if reserved.is_empty() => patch,
             Ok(_) => return Err(Problem::invalid(reserved)),
             Err(mut errors) => {

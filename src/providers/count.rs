@@ -2,9 +2,9 @@
 //! required on every write, so most writes are read-merge-write.
 
 use super::{
-    canonical_value, data_envelope, field_errors, finish_canonical, id_path, into_object,
-    map_field, parse_uuid, string_at, take_address, take_value, Dialect, UpstreamFailure,
-    UpstreamRequest,
+    change_wire, data_envelope, field_errors, finish_canonical, id_path, into_object, map_field,
+    parse_uuid, string_at, take_address, take_value, Dialect, Object, UpstreamFailure,
+    UpstreamRequest, Wire,
 };
 use crate::canonical::{
     AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, Customer,
@@ -96,13 +96,6 @@ fn path(id: &str) -> String {
     id_path("/customers/", id)
 }
 
-fn change_value(change: &Change) -> Value {
-    match change {
-        Change::Set(value) => Value::String(value.clone()),
-        Change::Clear => Value::Null,
-    }
-}
-
 impl Dialect for Count {
     fn name(&self) -> &'static str {
         "count"
@@ -151,21 +144,19 @@ impl Dialect for Count {
         patch: &CustomerPatch,
         current: Option<&Map<String, Value>>,
     ) -> Result<UpstreamRequest, Vec<FieldError>> {
-        let mut body = patch.provider_fields.clone();
+        let mut body = Object::from_map(&patch.provider_fields);
         for (field, key) in FIELDS {
             if let Some(change) = patch.fields.get(&field) {
-                body.insert(key.into(), change_value(change));
+                body.set(key, change_wire(change, Wire::Null));
             }
         }
         let mut errors = Vec::new();
         for (field, key) in REQUIRED {
-            if body.contains_key(key) {
+            if body.get(key).is_some() {
                 continue;
             }
             match current.and_then(|c| c.get(key)).and_then(Value::as_str) {
-                Some(value) if !value.is_empty() => {
-                    body.insert(key.into(), Value::String(value.to_owned()));
-                }
+                Some(value) if !value.is_empty() => body.set(key, Wire::Str(value)),
                 _ => errors.push(FieldError::new(
                     field.name(),
                     "COUNT requires it on every write and the current record has none",
@@ -175,28 +166,26 @@ impl Dialect for Count {
         for (kind, key) in ADDRESS_KEYS {
             let merged = match patch.addresses.get(&kind) {
                 None => continue,
-                Some(AddressChange::Remove) => Value::Null,
+                Some(AddressChange::Remove) => Wire::Null,
                 Some(AddressChange::Merge(parts)) => {
                     // An address sent replaces the stored one: send every sub-field, merged.
                     let stored = current.and_then(|c| c.get(key)).and_then(Value::as_object);
-                    let address: Map<String, Value> = ADDRESS
-                        .iter()
-                        .map(|(part, upstream)| {
-                            let value = match parts.get(part) {
-                                Some(change) => change_value(change),
-                                None => canonical_value(stored.and_then(|s| s.get(*upstream))),
-                            };
-                            ((*upstream).to_owned(), value)
-                        })
-                        .collect();
-                    if address.values().all(Value::is_null) {
-                        Value::Null
+                    let mut address = Object::with_capacity(ADDRESS.len());
+                    for (part, upstream) in ADDRESS {
+                        let value = match parts.get(&part) {
+                            Some(change) => change_wire(change, Wire::Null),
+                            None => Wire::stored(stored.and_then(|s| s.get(upstream))),
+                        };
+                        address.set(upstream, value);
+                    }
+                    if address.values().all(Wire::is_null) {
+                        Wire::Null
                     } else {
-                        Value::Object(address)
+                        Wire::Object(address)
                     }
                 }
             };
-            body.insert(key.into(), merged);
+            body.set(key, merged);
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -204,7 +193,7 @@ impl Dialect for Count {
         Ok(UpstreamRequest {
             method: Method::PUT,
             path: path(id),
-            body: Some(Value::Object(body)),
+            body: Some(body.to_bytes()),
         })
     }
 
@@ -238,7 +227,7 @@ impl Dialect for Count {
     fn failure(
         &self,
         body: &Value,
-        _sent: Option<&Value>,
+        _sent: Option<&[u8]>,
         _current: Option<&Map<String, Value>>,
     ) -> UpstreamFailure {
         UpstreamFailure {

@@ -1,13 +1,13 @@
 //! Juice: snake_case, one nested billing address that must be sent complete, and `""` (not `null`) clears.
 
 use super::{
-    canonical_value, data_envelope, field_errors, finish_canonical, id_path, into_object,
-    map_field, parse_uuid, string_at, take_address, take_value, Dialect, UpstreamFailure,
-    UpstreamRequest,
+    change_wire, data_envelope, field_errors, finish_canonical, id_path, into_object, map_field,
+    parse_uuid, string_at, take_address, take_value, Dialect, Object, UpstreamFailure,
+    UpstreamRequest, Wire,
 };
 use crate::canonical::{
-    AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, Customer,
-    CustomerPatch, Field, FieldError,
+    AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Customer, CustomerPatch,
+    Field, FieldError,
 };
 use http::Method;
 use serde_json::{Map, Value};
@@ -62,14 +62,6 @@ fn path(id: &str) -> String {
     id_path("/customers/", id)
 }
 
-/// Juice ignores `null`; the empty string is what clears.
-fn juice_value(change: &Change) -> Value {
-    match change {
-        Change::Set(value) => Value::String(value.clone()),
-        Change::Clear => Value::String(String::new()),
-    }
-}
-
 impl Dialect for Juice {
     fn name(&self) -> &'static str {
         "juice"
@@ -105,10 +97,11 @@ impl Dialect for Juice {
         patch: &CustomerPatch,
         current: Option<&Map<String, Value>>,
     ) -> Result<UpstreamRequest, Vec<FieldError>> {
-        let mut body = patch.provider_fields.clone();
+        // Juice ignores `null`; the empty string is what clears.
+        let mut body = Object::from_map(&patch.provider_fields);
         for (field, key) in FIELDS {
             if let Some(change) = patch.fields.get(&field) {
-                body.insert(key.into(), juice_value(change));
+                body.set(key, change_wire(change, Wire::Str("")));
             }
         }
         if let Some(AddressChange::Merge(parts)) = patch.addresses.get(&AddressKind::Billing) {
@@ -116,25 +109,23 @@ impl Dialect for Juice {
             let stored = current
                 .and_then(|c| c.get("billing_address"))
                 .and_then(Value::as_object);
-            let address: Map<String, Value> = ADDRESS
-                .iter()
-                .map(|(part, key)| {
-                    let value = match parts.get(part) {
-                        Some(change) => juice_value(change),
-                        None => match canonical_value(stored.and_then(|s| s.get(*key))) {
-                            Value::Null => Value::String(String::new()),
-                            other => other,
-                        },
-                    };
-                    ((*key).to_owned(), value)
-                })
-                .collect();
-            body.insert("billing_address".into(), Value::Object(address));
+            let mut address = Object::with_capacity(ADDRESS.len());
+            for (part, key) in ADDRESS {
+                let value = match parts.get(&part) {
+                    Some(change) => change_wire(change, Wire::Str("")),
+                    None => match Wire::stored(stored.and_then(|s| s.get(key))) {
+                        Wire::Null => Wire::Str(""),
+                        other => other,
+                    },
+                };
+                address.set(key, value);
+            }
+            body.set("billing_address", Wire::Object(address));
         }
         Ok(UpstreamRequest {
             method: Method::PATCH,
             path: path(id),
-            body: Some(Value::Object(body)),
+            body: Some(body.to_bytes()),
         })
     }
 
@@ -169,7 +160,7 @@ impl Dialect for Juice {
     fn failure(
         &self,
         body: &Value,
-        _sent: Option<&Value>,
+        _sent: Option<&[u8]>,
         _current: Option<&Map<String, Value>>,
     ) -> UpstreamFailure {
         let items = body.pointer("/error/errors").or_else(|| body.get("errors"));

@@ -8,23 +8,26 @@ mod count;
 mod juice;
 mod sparklayer;
 mod sweetspot;
+mod wire;
 
 pub use count::Count;
 pub use juice::Juice;
 pub use sparklayer::SparkLayer;
 pub use sweetspot::SweetSpot;
 
-use crate::canonical::{AddressPart, Capabilities, Customer, CustomerPatch, FieldError};
+use crate::canonical::{AddressPart, Capabilities, Change, Customer, CustomerPatch, FieldError};
+use bytes::Bytes;
 use http::Method;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{Map, Value};
+use wire::{Object, Wire};
 
-/// A call a dialect wants made: method, path below the provider's `base_url`, and JSON body.
+/// A call a dialect wants made: method, path below the provider's `base_url`, and JSON body (its text).
 #[derive(Clone, Debug, PartialEq)]
 pub struct UpstreamRequest {
     pub method: Method,
     pub path: String,
-    pub body: Option<Value>,
+    pub body: Option<Bytes>,
 }
 
 /// A provider's error body, read back into canonical terms.
@@ -89,7 +92,7 @@ pub trait Dialect: Send + Sync + 'static {
     fn failure(
         &self,
         body: &Value,
-        sent: Option<&Value>,
+        sent: Option<&[u8]>,
         current: Option<&Map<String, Value>>,
     ) -> UpstreamFailure;
 
@@ -130,7 +133,15 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 pub(crate) fn id_path(prefix: &str, id: &str) -> String {
     let mut path = String::with_capacity(prefix.len() + id.len());
     path.push_str(prefix);
-    path.extend(utf8_percent_encode(id, SEGMENT));
+    // Ids that passed `parse_id` are unreserved characters already (the common case, checked cheaply).
+    if id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    {
+        path.push_str(id);
+    } else {
+        path.extend(utf8_percent_encode(id, SEGMENT));
+    }
     path
 }
 
@@ -167,14 +178,17 @@ pub(crate) fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
 
-/// A record value as the canonical side shows it: empty strings and missing values are `null`.
-pub(crate) fn canonical_value(value: Option<&Value>) -> Value {
-    canonical_owned(value.cloned())
-}
-
-/// [`canonical_value`] of `source[key]`, moved out of `source`.
+/// `source[key]` moved out of `source`, with `""` (an empty field) as `null`.
 pub(crate) fn take_value(source: &mut Map<String, Value>, key: &str) -> Value {
     canonical_owned(source.remove(key))
+}
+
+/// What a change sends: the new value, or `cleared` (the provider's way of emptying a field).
+pub(crate) fn change_wire<'a>(change: &'a Change, cleared: Wire<'a>) -> Wire<'a> {
+    match change {
+        Change::Set(value) => Wire::Str(value),
+        Change::Clear => cleared,
+    }
 }
 
 fn canonical_owned(value: Option<Value>) -> Value {
@@ -187,11 +201,13 @@ fn canonical_owned(value: Option<Value>) -> Value {
 /// Builds a canonical address from an upstream object given `(canonical part, upstream key)` pairs; `null`
 /// when every part is empty.
 pub(crate) fn canonical_address(
-    source: Option<&Map<String, Value>>,
+    source: Option<&Object<'_>>,
     mapping: &[(AddressPart, &str)],
 ) -> Value {
     source.map_or(Value::Null, |source| {
-        address(mapping, |key| canonical_value(source.get(key)))
+        address(mapping, |key| {
+            canonical_owned(source.get(key).map(Wire::to_value))
+        })
     })
 }
 

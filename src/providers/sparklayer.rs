@@ -2,12 +2,13 @@
 //! shipping ids point at. The list is replaced whole, so every address change is read-merge-write.
 
 use super::{
-    canonical_address, check_id_chars, field_errors, finish_canonical, id_path, into_object,
-    is_id_char, map_field, string_at, take_value, Dialect, UpstreamFailure, UpstreamRequest,
+    canonical_address, change_wire, check_id_chars, field_errors, finish_canonical, id_path,
+    into_object, is_id_char, map_field, string_at, take_value, Dialect, Object, UpstreamFailure,
+    UpstreamRequest, Wire,
 };
 use crate::canonical::{
-    address_path, AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change,
-    Customer, CustomerPatch, Field, FieldError,
+    address_path, AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Customer,
+    CustomerPatch, Field, FieldError,
 };
 use http::Method;
 use serde_json::{Map, Value};
@@ -114,54 +115,53 @@ fn path(id: &str) -> String {
     id_path("/api/v1/customers/", id)
 }
 
-fn text<'a>(entry: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+fn text<'e>(entry: &'e Object<'_>, key: &str) -> Option<&'e str> {
     entry
         .get(key)
-        .and_then(Value::as_str)
+        .and_then(Wire::as_str)
         .filter(|s| !s.is_empty())
 }
 
 /// The entry a default id names: by `id` or by `external_id`, as SparkLayer accepts either.
-fn find(entries: &[Map<String, Value>], reference: &str) -> Option<usize> {
+fn find(entries: &[Object<'_>], reference: &str) -> Option<usize> {
     entries
         .iter()
         .position(|e| text(e, "id") == Some(reference) || text(e, "external_id") == Some(reference))
 }
 
-fn find_external(entries: &[Map<String, Value>], external_id: &str) -> Option<usize> {
+fn find_external(entries: &[Object<'_>], external_id: &str) -> Option<usize> {
     entries
         .iter()
         .position(|e| text(e, "external_id") == Some(external_id))
 }
 
 /// How a default should name an entry: its `ca_…` id once it has one, else its external id.
-fn reference(entry: &Map<String, Value>) -> Option<String> {
+fn reference(entry: &Object<'_>) -> Option<String> {
     text(entry, "id")
         .or_else(|| text(entry, "external_id"))
         .map(str::to_owned)
 }
 
-fn set_parts(entry: &mut Map<String, Value>, parts: &[(AddressPart, Value)]) {
-    for (part, value) in parts {
-        let key = ENTRY.iter().find(|(p, _)| p == part).map(|(_, k)| *k);
-        if let Some(key) = key {
-            entry.insert(key.to_owned(), value.clone());
-        }
-    }
+fn entry_key(part: AddressPart) -> Option<&'static str> {
+    ENTRY.iter().find(|(p, _)| *p == part).map(|(_, k)| *k)
 }
 
-/// The address list and default ids being rewritten for one write.
-struct AddressBook {
-    entries: Vec<Map<String, Value>>,
+/// The address list and default ids being rewritten for one write, borrowed from the record read.
+struct AddressBook<'a> {
+    entries: Vec<Object<'a>>,
     defaults: [Option<String>; 2],
 }
 
-impl AddressBook {
-    fn from_record(record: Option<&Map<String, Value>>) -> AddressBook {
+impl<'a> AddressBook<'a> {
+    fn from_record(record: Option<&'a Map<String, Value>>) -> AddressBook<'a> {
         let entries = record
             .and_then(|r| r.get("addresses"))
             .and_then(Value::as_array)
-            .map(|list| list.iter().filter_map(|e| e.as_object().cloned()).collect())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|e| e.as_object().map(Object::from_map))
+                    .collect()
+            })
             .unwrap_or_default();
         let default = |kind| {
             record
@@ -212,32 +212,27 @@ impl AddressBook {
             _ => {
                 // Start from the shared entry's address (split) or from nothing (new address).
                 // Every address key, empty ones as null: a new entry is sent whole, like any other.
-                let mut fresh: Map<String, Value> = ENTRY
-                    .iter()
-                    .map(|(_, key)| {
-                        let shared = current.and_then(|index| self.entries[index].get(*key));
-                        ((*key).to_owned(), shared.cloned().unwrap_or(Value::Null))
-                    })
-                    .collect();
+                let mut fresh = Object::with_capacity(ENTRY.len() + 1);
+                for (_, key) in ENTRY {
+                    let shared = current.and_then(|index| self.entries[index].get(key));
+                    fresh.set(key, shared.cloned().unwrap_or(Wire::Null));
+                }
                 let reusable = find_external(&self.entries, own).filter(|i| Some(*i) != current);
                 match reusable {
                     Some(index) => {
                         let entry = &mut self.entries[index];
                         for (_, key) in ENTRY {
-                            entry.insert(
-                                key.to_owned(),
-                                fresh.get(key).cloned().unwrap_or(Value::Null),
-                            );
+                            entry.set(key, fresh.get(key).cloned().unwrap_or(Wire::Null));
                         }
                         index
                     }
                     None => {
                         let external_id = if find_external(&self.entries, own).is_some() {
-                            format!("{own}-{}", self.entries.len())
+                            Wire::Owned(format!("{own}-{}", self.entries.len()))
                         } else {
-                            own.to_owned()
+                            Wire::Str(own)
                         };
-                        fresh.insert("external_id".into(), Value::String(external_id));
+                        fresh.set("external_id", external_id);
                         self.entries.push(fresh);
                         self.entries.len() - 1
                     }
@@ -288,21 +283,17 @@ impl Dialect for SparkLayer {
         patch: &CustomerPatch,
         current: Option<&Map<String, Value>>,
     ) -> Result<UpstreamRequest, Vec<FieldError>> {
-        let mut body = patch.provider_fields.clone();
+        let mut body = Object::from_map(&patch.provider_fields);
         for (field, key) in FIELDS {
             if let Some(change) = patch.fields.get(&field) {
-                let value = match change {
-                    Change::Set(value) => Value::String(value.clone()),
-                    Change::Clear => Value::Null,
-                };
-                body.insert(key.into(), value);
+                body.set(key, change_wire(change, Wire::Null));
             }
         }
         if patch.addresses.is_empty() {
             return Ok(UpstreamRequest {
                 method: Method::PATCH,
                 path: path(id),
-                body: Some(Value::Object(body)),
+                body: Some(body.to_bytes()),
             });
         }
         let mut book = AddressBook::from_record(current);
@@ -314,21 +305,14 @@ impl Dialect for SparkLayer {
                 Some(AddressChange::Remove) => book.remove(kind),
                 Some(AddressChange::Merge(parts)) => {
                     let index = book.entry_for_change(kind);
-                    let values: Vec<(AddressPart, Value)> = parts
-                        .iter()
-                        .map(|(part, change)| {
-                            let value = match change {
-                                Change::Set(v) => Value::String(v.clone()),
-                                Change::Clear => Value::Null,
-                            };
-                            (*part, value)
-                        })
-                        .collect();
                     let entry = &mut book.entries[index];
-                    set_parts(entry, &values);
+                    for (part, change) in parts {
+                        if let Some(key) = entry_key(*part) {
+                            entry.set(key, change_wire(change, Wire::Null));
+                        }
+                    }
                     for part in REQUIRED_PARTS {
-                        let key = ENTRY.iter().find(|(p, _)| *p == part).map(|(_, k)| *k);
-                        if key.and_then(|k| text(entry, k)).is_none() {
+                        if entry_key(part).and_then(|k| text(entry, k)).is_none() {
                             errors.push(FieldError::new(
                                 address_path(kind, part),
                                 "SparkLayer requires it in every address",
@@ -345,18 +329,16 @@ impl Dialect for SparkLayer {
         for kind in AddressKind::ALL {
             let slot = AddressBook::slot(kind);
             if book.defaults[slot] != before[slot] {
-                let value = book.defaults[slot]
-                    .clone()
-                    .map_or(Value::Null, Value::String);
-                body.insert(default_key(kind).into(), value);
+                let value = book.defaults[slot].take().map_or(Wire::Null, Wire::Owned);
+                body.set(default_key(kind), value);
             }
         }
-        let entries = book.entries.into_iter().map(Value::Object).collect();
-        body.insert("addresses".into(), Value::Array(entries));
+        let entries = book.entries.into_iter().map(Wire::Object).collect();
+        body.set("addresses", Wire::Array(entries));
         Ok(UpstreamRequest {
             method: Method::PATCH,
             path: path(id),
-            body: Some(Value::Object(body)),
+            body: Some(body.to_bytes()),
         })
     }
 
@@ -391,11 +373,12 @@ impl Dialect for SparkLayer {
     fn failure(
         &self,
         body: &Value,
-        sent: Option<&Value>,
+        sent: Option<&[u8]>,
         current: Option<&Map<String, Value>>,
     ) -> UpstreamFailure {
         // `addresses.N.key` points into the list we sent; name the canonical address that entry is.
-        let sent_book = sent.and_then(Value::as_object).map(|s| {
+        let sent: Option<Value> = sent.and_then(|s| serde_json::from_slice(s).ok());
+        let sent_book = sent.as_ref().and_then(Value::as_object).map(|s| {
             let mut book = AddressBook::from_record(Some(s));
             let current_book = AddressBook::from_record(current);
             for slot in 0..2 {
@@ -429,5 +412,46 @@ impl Dialect for SparkLayer {
             code: string_at(body, "/errors/0/code"),
             errors: field_errors(body.get("errors"), "property", map),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// SparkLayer's `addresses.N.key` errors point into the list patchbay sent, which the dialect reads
+    /// back from the bytes of the write: a new entry at the end is named by the canonical address it is.
+    #[test]
+    fn upstream_errors_inside_the_sent_list_name_the_canonical_address() {
+        let current = json!({"id": "cu_1", "addresses": [
+            {"id": "ca_office", "address_line1": "1 Crag Rd", "city": "Sheffield", "postal_code": "S1 1AA", "country_code": "GB"}],
+            "default_billing_address_id": "ca_office", "default_shipping_address_id": "ca_office"});
+        let current = current.as_object().unwrap();
+        let patch = json!({"shipping_address": {"city": "York"}});
+        let patch = CustomerPatch::parse(
+            patch.as_object().unwrap().clone(),
+            "sparklayer",
+            &["sparklayer"],
+        )
+        .unwrap();
+        let request = SparkLayer.write("cu_1", &patch, Some(current)).unwrap();
+        let sent: Value = serde_json::from_slice(request.body.as_deref().unwrap()).unwrap();
+        // The shared entry is split: shipping gets a second entry, a copy with the city changed.
+        assert_eq!(sent["addresses"][1]["city"], "York");
+        assert_eq!(sent["addresses"][1]["postal_code"], "S1 1AA");
+        assert_eq!(sent["default_shipping_address_id"], "patchbay-shipping");
+        let refusal = json!({"title": "Unprocessable", "errors": [
+            {"property": "addresses.1.postal_code", "code": "invalid"},
+            {"property": "addresses.0.city", "code": "invalid"}]});
+        let failure = SparkLayer.failure(&refusal, request.body.as_deref(), Some(current));
+        let fields: Vec<&str> = failure.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["shipping_address.postal_code", "billing_address.city"]
+        );
+        // Without the sent list the index means nothing and stays as SparkLayer wrote it.
+        let blind = SparkLayer.failure(&refusal, None, Some(current));
+        assert_eq!(blind.errors[0].field, "addresses.1.postal_code");
     }
 }

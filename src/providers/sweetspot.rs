@@ -1,12 +1,12 @@
 //! Sweet Spot: camelCase, one flat address, `PUT` updates only the fields sent, `null` clears.
 
 use super::{
-    check_id_chars, finish_canonical, id_path, into_object, is_id_char, map_field, string_at,
-    take_address, take_value, Dialect, UpstreamFailure, UpstreamRequest,
+    change_wire, check_id_chars, finish_canonical, id_path, into_object, is_id_char, map_field,
+    string_at, take_address, take_value, Dialect, Object, UpstreamFailure, UpstreamRequest, Wire,
 };
 use crate::canonical::{
-    AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Change, Customer,
-    CustomerPatch, Field, FieldError,
+    AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Customer, CustomerPatch,
+    Field, FieldError,
 };
 use http::Method;
 use serde_json::{Map, Value};
@@ -73,13 +73,6 @@ fn path(id: &str) -> String {
     id_path("/v1/customers/", id)
 }
 
-fn clear_value(change: &Change) -> Value {
-    match change {
-        Change::Set(value) => Value::String(value.clone()),
-        Change::Clear => Value::Null,
-    }
-}
-
 impl Dialect for SweetSpot {
     fn name(&self) -> &'static str {
         "sweetspot"
@@ -115,23 +108,23 @@ impl Dialect for SweetSpot {
         patch: &CustomerPatch,
         _current: Option<&Map<String, Value>>,
     ) -> Result<UpstreamRequest, Vec<FieldError>> {
-        let mut body = patch.provider_fields.clone();
+        let mut body = Object::from_map(&patch.provider_fields);
         for (field, key) in FIELDS {
             if let Some(change) = patch.fields.get(&field) {
-                body.insert(key.into(), clear_value(change));
+                body.set(key, change_wire(change, Wire::Null));
             }
         }
         match patch.addresses.get(&AddressKind::Billing) {
             // The address is flat: removing it is clearing each of its six fields.
             Some(AddressChange::Remove) => {
                 for (_, key) in ADDRESS {
-                    body.insert(key.into(), Value::Null);
+                    body.set(key, Wire::Null);
                 }
             }
             Some(AddressChange::Merge(parts)) => {
                 for (part, key) in ADDRESS {
                     if let Some(change) = parts.get(&part) {
-                        body.insert(key.into(), clear_value(change));
+                        body.set(key, change_wire(change, Wire::Null));
                     }
                 }
             }
@@ -140,7 +133,7 @@ impl Dialect for SweetSpot {
         Ok(UpstreamRequest {
             method: Method::PUT,
             path: path(id),
-            body: Some(Value::Object(body)),
+            body: Some(body.to_bytes()),
         })
     }
 
@@ -174,7 +167,7 @@ impl Dialect for SweetSpot {
     fn failure(
         &self,
         body: &Value,
-        _sent: Option<&Value>,
+        _sent: Option<&[u8]>,
         _current: Option<&Map<String, Value>>,
     ) -> UpstreamFailure {
         let message = string_at(body, "/error/message");

@@ -197,10 +197,7 @@ impl Upstream {
         request: &UpstreamRequest,
         options: &CallOptions,
     ) -> Result<Response, CallError> {
-        let body = match &request.body {
-            Some(json) => Bytes::from(serde_json::to_vec(json).expect("JSON values serialise")),
-            None => Bytes::new(),
-        };
+        let body = request.body.clone().unwrap_or_default();
         let mut refreshed = false;
         let mut reconnected = false;
         loop {
