@@ -98,7 +98,7 @@ impl Dialect for Juice {
         current: Option<&Map<String, Value>>,
     ) -> Result<UpstreamRequest, Vec<FieldError>> {
         // Juice ignores `null`; the empty string is what clears.
-        let mut body = Object::from_map(&patch.provider_fields);
+        let mut body = Object::from_map(&patch.provider_fields, FIELDS.len() + 1);
         for (field, key) in FIELDS {
             if let Some(change) = patch.fields.get(&field) {
                 body.set(key, change_wire(change, Wire::Str("")));

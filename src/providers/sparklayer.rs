@@ -159,7 +159,7 @@ impl<'a> AddressBook<'a> {
             .and_then(Value::as_array)
             .map(|list| {
                 list.iter()
-                    .filter_map(|e| e.as_object().map(Object::from_map))
+                    .filter_map(|e| e.as_object().map(|e| Object::from_map(e, 1)))
                     .collect()
             })
             .unwrap_or_default();
@@ -283,7 +283,7 @@ impl Dialect for SparkLayer {
         patch: &CustomerPatch,
         current: Option<&Map<String, Value>>,
     ) -> Result<UpstreamRequest, Vec<FieldError>> {
-        let mut body = Object::from_map(&patch.provider_fields);
+        let mut body = Object::from_map(&patch.provider_fields, FIELDS.len() + 3);
         for (field, key) in FIELDS {
             if let Some(change) = patch.fields.get(&field) {
                 body.set(key, change_wire(change, Wire::Null));

@@ -108,7 +108,7 @@ impl Dialect for SweetSpot {
         patch: &CustomerPatch,
         _current: Option<&Map<String, Value>>,
     ) -> Result<UpstreamRequest, Vec<FieldError>> {
-        let mut body = Object::from_map(&patch.provider_fields);
+        let mut body = Object::from_map(&patch.provider_fields, FIELDS.len() + ADDRESS.len());
         for (field, key) in FIELDS {
             if let Some(change) = patch.fields.get(&field) {
                 body.set(key, change_wire(change, Wire::Null));

@@ -74,9 +74,9 @@ impl<'a> Object<'a> {
         }
     }
 
-    /// Starts from the members of `map` (e.g. the raw `provider_fields`), borrowed.
-    pub(crate) fn from_map(map: &'a Map<String, Value>) -> Object<'a> {
-        let mut members = Vec::with_capacity(map.len() + 8);
+    /// Starts from the members of `map` (e.g. the raw `provider_fields`), borrowed, with room for `more`.
+    pub(crate) fn from_map(map: &'a Map<String, Value>, more: usize) -> Object<'a> {
+        let mut members = Vec::with_capacity(map.len() + more);
         members.extend(map.iter().map(|(k, v)| (k.as_str(), Wire::Value(v))));
         Object { members }
     }
@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn members_keep_their_first_place_and_the_last_value() {
         let raw = json!({"b": 1, "a": [true]});
-        let mut object = Object::from_map(raw.as_object().unwrap());
+        let mut object = Object::from_map(raw.as_object().unwrap(), 2);
         object.set("z", Wire::Str("x\"y"));
         object.set("b", Wire::Null);
         let mut inner = Object::default();
