@@ -122,7 +122,7 @@ fn benches(c: &mut Criterion) {
 fn paired_ratio(mut baseline: impl FnMut(), mut patch: impl FnMut()) -> (f64, f64, f64) {
     const ROUNDS: usize = 400;
     const BATCH: u32 = 100;
-    let mut time = |run: &mut dyn FnMut()| -> Duration {
+    let time = |run: &mut dyn FnMut()| -> Duration {
         let start = Instant::now();
         for _ in 0..BATCH {
             run();
