@@ -228,7 +228,10 @@ impl ProviderRuntime {
     ) -> Result<Map<String, Value>, Problem> {
         let name = self.name();
         let status = response.status;
-        let body: Option<Value> = serde_json::from_slice(&response.body).ok();
+        // UTF-8 checked once for the whole body: parsing from `&str` skips the check of every string.
+        let body: Option<Value> = std::str::from_utf8(&response.body)
+            .ok()
+            .and_then(|text| serde_json::from_str(text).ok());
         if status.is_success() {
             let record = body.and_then(|b| self.dialect.record(b));
             return match record {
