@@ -11,7 +11,7 @@ mod problem;
 
 pub use json::parse_object;
 pub use merge::merge;
-pub use order::Customer;
+pub use order::{Customer, Member};
 pub use patch::{AddressChange, AddressSupport, Capabilities, Change, CustomerPatch};
 pub use problem::{FieldError, Problem, ProblemKind};
 

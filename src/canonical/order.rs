@@ -1,16 +1,59 @@
 //! The canonical customer as patchbay answers it, and the order its members are written in: `id`,
 //! `provider`, the fields, the addresses (each line1 … country), the timestamps, `provider_fields`.
 
-use super::{AddressKind, AddressPart};
+use super::AddressPart;
 use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// A canonical customer: its members in the order a dialect adds them, which is the documented order
 /// (the dialects start with [`Customer::new`] and end with their timestamps and `provider_fields`).
 /// Names are the canonical ones, so answering builds no map and searches none.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Customer {
-    members: Vec<(&'static str, Value)>,
+    members: Vec<(&'static str, Member)>,
+}
+
+/// One member's value: JSON, or an address held as its parts in canonical order (line1 … country),
+/// which is how it is written, so building it takes no map and no owned names.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Member {
+    Json(Value),
+    Address(Vec<(AddressPart, Value)>),
+}
+
+impl From<Value> for Member {
+    fn from(value: Value) -> Member {
+        Member::Json(value)
+    }
+}
+
+impl Member {
+    /// The address made of `parts` (taken in canonical order, whatever order they come in), or `null`
+    /// when every part is empty.
+    pub fn address(mut part: impl FnMut(AddressPart) -> Option<Value>) -> Member {
+        let parts: Vec<(AddressPart, Value)> = AddressPart::ALL
+            .into_iter()
+            .filter_map(|name| part(name).map(|value| (name, value)))
+            .collect();
+        if parts.iter().all(|(_, value)| value.is_null()) {
+            Member::Json(Value::Null)
+        } else {
+            Member::Address(parts)
+        }
+    }
+
+    /// The member as a JSON value.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Member::Json(value) => value.clone(),
+            Member::Address(parts) => Value::Object(
+                parts
+                    .iter()
+                    .map(|(part, value)| (part.name().to_owned(), value.clone()))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 impl Customer {
@@ -21,14 +64,14 @@ impl Customer {
         full.push_str(provider);
         full.push(':');
         full.push_str(id);
-        members.push(("id", Value::String(full)));
-        members.push(("provider", Value::String(provider.to_owned())));
+        members.push(("id", Member::Json(Value::String(full))));
+        members.push(("provider", Member::Json(Value::String(provider.to_owned()))));
         Customer { members }
     }
 
     /// Adds the next member.
-    pub fn push(&mut self, name: &'static str, value: Value) {
-        self.members.push((name, value));
+    pub fn push(&mut self, name: &'static str, value: impl Into<Member>) {
+        self.members.push((name, value.into()));
     }
 
     /// The member names, in order.
@@ -38,11 +81,11 @@ impl Customer {
     }
 
     #[cfg(test)]
-    pub fn get(&self, name: &str) -> Option<&Value> {
+    pub fn get(&self, name: &str) -> Option<Value> {
         self.members
             .iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, v)| v)
+            .map(|(_, v)| v.to_value())
     }
 
     /// The customer as a JSON value (members unordered, as JSON objects are).
@@ -51,7 +94,7 @@ impl Customer {
         Value::Object(
             self.members
                 .iter()
-                .map(|(name, value)| ((*name).to_owned(), value.clone()))
+                .map(|(name, value)| ((*name).to_owned(), value.to_value()))
                 .collect(),
         )
     }
@@ -61,39 +104,24 @@ impl Serialize for Customer {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut out = serializer.serialize_map(Some(self.members.len()))?;
         for (name, value) in &self.members {
-            match value {
-                Value::Object(address) if AddressKind::from_name(name).is_some() => {
-                    out.serialize_entry(name, &InAddressOrder(address))?;
-                }
-                _ => out.serialize_entry(name, value)?,
-            }
+            out.serialize_entry(name, value)?;
         }
         out.end()
     }
 }
 
-/// An address written line1, line2, city, state, postal_code, country (serde_json's maps sort their
-/// keys), then any other member.
-struct InAddressOrder<'a>(&'a Map<String, Value>);
-
-impl Serialize for InAddressOrder<'_> {
+impl Serialize for Member {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_map(Some(self.0.len()))?;
-        let mut written = 0;
-        for part in AddressPart::ALL {
-            if let Some(value) = self.0.get(part.name()) {
-                out.serialize_entry(part.name(), value)?;
-                written += 1;
-            }
-        }
-        if written < self.0.len() {
-            for (key, value) in self.0 {
-                if AddressPart::from_name(key).is_none() {
-                    out.serialize_entry(key, value)?;
+        match self {
+            Member::Json(value) => value.serialize(serializer),
+            Member::Address(parts) => {
+                let mut out = serializer.serialize_map(Some(parts.len()))?;
+                for (part, value) in parts {
+                    out.serialize_entry(part.name(), value)?;
                 }
+                out.end()
             }
         }
-        out.end()
     }
 }
 
@@ -107,20 +135,25 @@ mod tests {
         let mut customer = Customer::new("x", "1");
         customer.push("first_name", json!("A"));
         customer.push("phone", Value::Null);
+        let stored = json!({"country": "US", "line1": "1 Main", "postal_code": "1"});
         customer.push(
             "billing_address",
-            json!({"country": "US", "line1": "1 Main", "zip": "?", "postal_code": "1"}),
+            Member::address(|part| stored.get(part.name()).cloned()),
+        );
+        customer.push(
+            "shipping_address",
+            Member::address(|part| (part == AddressPart::City).then_some(Value::Null)),
         );
         customer.push("created_at", json!("c"));
         customer.push("provider_fields", json!({"x": {"b": 1, "a": 2}}));
         let text = serde_json::to_string(&customer).unwrap();
         assert_eq!(
             text,
-            r#"{"id":"x:1","provider":"x","first_name":"A","phone":null,"billing_address":{"line1":"1 Main","postal_code":"1","country":"US","zip":"?"},"created_at":"c","provider_fields":{"x":{"a":2,"b":1}}}"#
+            r#"{"id":"x:1","provider":"x","first_name":"A","phone":null,"billing_address":{"line1":"1 Main","postal_code":"1","country":"US"},"shipping_address":null,"created_at":"c","provider_fields":{"x":{"a":2,"b":1}}}"#
         );
         // Same members, same values: only the order is the customer's own.
         let back: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back, customer.to_value());
-        assert_eq!(customer.get("phone"), Some(&Value::Null));
+        assert_eq!(customer.get("phone"), Some(Value::Null));
     }
 }

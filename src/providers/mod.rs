@@ -15,7 +15,9 @@ pub use juice::Juice;
 pub use sparklayer::SparkLayer;
 pub use sweetspot::SweetSpot;
 
-use crate::canonical::{AddressPart, Capabilities, Change, Customer, CustomerPatch, FieldError};
+use crate::canonical::{
+    AddressPart, Capabilities, Change, Customer, CustomerPatch, FieldError, Member,
+};
 use bytes::Bytes;
 use http::Method;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -203,8 +205,8 @@ fn canonical_owned(value: Option<Value>) -> Value {
 pub(crate) fn canonical_address(
     source: Option<&Object<'_>>,
     mapping: &[(AddressPart, &str)],
-) -> Value {
-    source.map_or(Value::Null, |source| {
+) -> Member {
+    source.map_or(Member::Json(Value::Null), |source| {
         address(mapping, |key| {
             canonical_owned(source.get(key).map(Wire::to_value))
         })
@@ -215,23 +217,18 @@ pub(crate) fn canonical_address(
 pub(crate) fn take_address(
     source: Option<&mut Map<String, Value>>,
     mapping: &[(AddressPart, &str)],
-) -> Value {
-    source.map_or(Value::Null, |source| {
+) -> Member {
+    source.map_or(Member::Json(Value::Null), |source| {
         address(mapping, |key| take_value(source, key))
     })
 }
 
 /// The canonical address whose parts `part` yields by upstream key; `null` when every part is empty.
-fn address(mapping: &[(AddressPart, &str)], mut part: impl FnMut(&str) -> Value) -> Value {
-    let address: Map<String, Value> = mapping
-        .iter()
-        .map(|(name, key)| (name.name().to_owned(), part(key)))
-        .collect();
-    if address.values().all(Value::is_null) {
-        Value::Null
-    } else {
-        Value::Object(address)
-    }
+fn address(mapping: &[(AddressPart, &str)], mut part: impl FnMut(&str) -> Value) -> Member {
+    Member::address(|name| {
+        let (_, key) = mapping.iter().find(|(p, _)| *p == name)?;
+        Some(part(key))
+    })
 }
 
 /// Adds timestamps and `provider_fields.<provider>`: every record key that `mapped` does not cover.
