@@ -351,6 +351,34 @@ mod tests {
         }
     }
 
+    /// `provider_fields` holds only what no canonical member took (no timestamp, no mapped field, and no
+    /// `null` left behind by a taken value).
+    #[test]
+    fn provider_fields_hold_only_what_no_member_took() {
+        use serde_json::json;
+        let record = json!({"createdAt": "t", "updatedAt": "t", "created_at": "t", "updated_at": "t",
+            "firstName": "A", "first_name": "A", "customer": "A", "email": "a@b.co", "extra": 1});
+        for dialect in all() {
+            let customer = dialect.to_canonical(record.as_object().unwrap().clone());
+            assert_eq!(
+                customer.get("created_at"),
+                Some(json!("t")),
+                "{}",
+                dialect.name()
+            );
+            let fields = customer.get("provider_fields").unwrap();
+            let own = fields[dialect.name()].as_object().unwrap();
+            assert_eq!(own.get("extra"), Some(&json!(1)), "{}", dialect.name());
+            let reserved = dialect.reserved_fields();
+            assert!(
+                own.iter()
+                    .all(|(k, v)| !v.is_null() && !reserved.contains(&k.as_str())),
+                "{}: {own:?}",
+                dialect.name()
+            );
+        }
+    }
+
     #[test]
     fn segments_are_percent_encoded() {
         assert_eq!(id_path("/c/", "a b/c%"), "/c/a%20b%2Fc%25");
