@@ -8,12 +8,14 @@ mod merge;
 mod order;
 mod patch;
 mod problem;
+mod slots;
 
 pub use json::parse_object;
 pub use merge::merge;
 pub use order::{Customer, Member};
 pub use patch::{AddressChange, AddressSupport, Capabilities, Change, CustomerPatch};
 pub use problem::{FieldError, Problem, ProblemKind};
+pub use slots::{Slot, Slots};
 
 use std::fmt;
 
@@ -125,6 +127,30 @@ impl AddressPart {
 /// The dotted canonical path of an address sub-field, as used in errors and `Patchbay-Skipped`.
 pub fn address_path(kind: AddressKind, part: AddressPart) -> String {
     format!("{}.{}", kind.name(), part.name())
+}
+
+impl Slot for Field {
+    const ALL: &'static [Field] = &Field::ALL;
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+impl Slot for AddressKind {
+    const ALL: &'static [AddressKind] = &AddressKind::ALL;
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+impl Slot for AddressPart {
+    const ALL: &'static [AddressPart] = &AddressPart::ALL;
+
+    fn slot(self) -> usize {
+        self as usize
+    }
 }
 
 /// Fields of a response that a patch may never write.

@@ -2,10 +2,9 @@
 //! restricting it to what one provider can store (check 9).
 
 use super::json::kind_of;
-use super::{address_path, AddressKind, AddressPart, Field, FieldError, READ_ONLY_FIELDS};
+use super::{address_path, AddressKind, AddressPart, Field, FieldError, Slots, READ_ONLY_FIELDS};
 use email_address::EmailAddress;
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
 /// What a patch does to one string field. A field absent from the patch is simply not in the map.
@@ -23,14 +22,14 @@ pub enum AddressChange {
     /// `null`: remove the whole address.
     Remove,
     /// An object: change the named sub-fields, keep the others.
-    Merge(BTreeMap<AddressPart, Change>),
+    Merge(Slots<AddressPart, Change, 6>),
 }
 
 /// A validated canonical patch for one provider.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CustomerPatch {
-    pub fields: BTreeMap<Field, Change>,
-    pub addresses: BTreeMap<AddressKind, AddressChange>,
+    pub fields: Slots<Field, Change, 7>,
+    pub addresses: Slots<AddressKind, AddressChange, 2>,
     /// `provider_fields.<target>`: raw upstream fields, passed through unchanged.
     pub provider_fields: Map<String, Value>,
 }
@@ -270,7 +269,7 @@ fn parse_address(
             return None;
         }
     };
-    let mut parts = BTreeMap::new();
+    let mut parts = Slots::default();
     let before = errors.len();
     for (key, value) in object {
         let Some(part) = AddressPart::from_name(&key) else {
