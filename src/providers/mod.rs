@@ -131,15 +131,17 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// The bytes [`SEGMENT`] leaves alone (a test holds the two to the same set).
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~".contains(&byte)
+}
+
 /// `prefix` followed by `id` percent-encoded as one URL path segment.
 pub(crate) fn id_path(prefix: &str, id: &str) -> String {
     let mut path = String::with_capacity(prefix.len() + id.len());
     path.push_str(prefix);
     // Ids that passed `parse_id` are unreserved characters already (the common case, checked cheaply).
-    if id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
-    {
+    if id.bytes().all(is_unreserved) {
         path.push_str(id);
     } else {
         path.extend(utf8_percent_encode(id, SEGMENT));
@@ -376,6 +378,18 @@ mod tests {
                 "{}: {own:?}",
                 dialect.name()
             );
+        }
+    }
+
+    #[test]
+    fn the_unencoded_fast_path_leaves_alone_exactly_what_segment_does() {
+        for byte in 0..=u8::MAX {
+            let left_alone =
+                utf8_percent_encode(std::str::from_utf8(&[byte]).unwrap_or("\u{80}"), SEGMENT)
+                    .to_string()
+                    .len()
+                    == 1;
+            assert_eq!(is_unreserved(byte), left_alone, "byte {byte:#x}");
         }
     }
 
