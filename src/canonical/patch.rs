@@ -245,12 +245,51 @@ pub(crate) fn normalise_phone(text: &str) -> Result<String, String> {
 }
 
 fn check_website(text: &str) -> Result<(), String> {
-    let url = url::Url::from_str(text).map_err(|_| "must be an absolute http(s) URL".to_owned())?;
-    if matches!(url.scheme(), "http" | "https") && url.has_host() {
+    if plainly_web_url(text) || parsed_web_url(text) {
         Ok(())
     } else {
         Err("must be an absolute http(s) URL".into())
     }
+}
+
+/// The WHATWG parser's verdict: an absolute http(s) URL with a host.
+fn parsed_web_url(text: &str) -> bool {
+    url::Url::from_str(text)
+        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+}
+
+/// The common website, `http(s)://` + a lower-case dotted host name + an optional plain path, which the
+/// WHATWG parser (`url`) accepts; anything else goes through it. The parser was a sixth of a COUNT
+/// patch's translation (issue 4). Conservative by construction, and a property test holds it to `url`:
+/// - host labels non-empty, of `a-z 0-9 -`, and none an IDNA label (`xn--`), which the parser decodes;
+/// - the last label starts with a letter, so the host cannot "end in a number" (an IPv4 address, which
+///   the parser checks separately);
+/// - no port, userinfo, or characters the parser would percent-encode or strip.
+fn plainly_web_url(text: &str) -> bool {
+    let Some(rest) = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && !label.starts_with("xn--")
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let last_starts_with_letter = host
+        .rsplit('.')
+        .next()
+        .and_then(|last| last.bytes().next())
+        .is_some_and(|b| b.is_ascii_lowercase());
+    last_starts_with_letter
+        && host.split('.').all(label_ok)
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~/?#&=%+:@!$'()*,;".contains(&b))
 }
 
 fn parse_address(
@@ -464,6 +503,64 @@ mod tests {
         let patch =
             parse(json!({"provider_fields": {"juice": {"x": 1}, "count": {"y": 2}}})).unwrap();
         assert_eq!(Value::Object(patch.provider_fields), json!({"x": 1}));
+    }
+
+    #[test]
+    fn plain_websites_skip_the_parser_and_the_rest_go_through_it() {
+        for plain in [
+            "https://acme.example",
+            "http://www.acme-books.co.uk/about/team?lang=en#top",
+            "https://a1.example/",
+        ] {
+            assert!(plainly_web_url(plain), "{plain}");
+            assert!(check_website(plain).is_ok(), "{plain}");
+        }
+        // Not plain, yet valid: the parser decides.
+        for valid in [
+            "HTTPS://Acme.Example",
+            "https://acme.example:8443/",
+            "https://xn--bcher-kva.example",
+            "http://192.168.0.1/",
+            "https://user@acme.example",
+            " https://acme.example",
+        ] {
+            assert!(!plainly_web_url(valid), "{valid}");
+            assert!(check_website(valid).is_ok(), "{valid}");
+        }
+        for invalid in [
+            "http://1.2.3.999",
+            "http://acme.0x1f",
+            "https://xn--a.example",
+            "ftp://acme.example",
+            "https://",
+            "acme.example",
+        ] {
+            assert!(!plainly_web_url(invalid), "{invalid}");
+            assert!(check_website(invalid).is_err(), "{invalid}");
+        }
+    }
+
+    /// Host labels near the parser's edges: numbers (decimal, hex, not quite hex), IDNA labels valid and
+    /// not, hyphens, empty labels, and random ones.
+    fn website_like() -> proptest::string::RegexGeneratorStrategy<String> {
+        const LABEL: &str = "(a|b7|9|12|0|0x|0x1f|0xg|xn--a|xn--bcher-kva|ab--c|-||[a-z0-9-]{1,4})";
+        let pattern = format!(
+            "(https?|HTTP|ftp)://(u@)?({LABEL}\\.){{0,3}}{LABEL}\\.?(:[0-9]{{1,6}})?(/[a-zA-Z0-9 %./?#@:~-]{{0,6}})?"
+        );
+        proptest::string::string_regex(&pattern).expect("a valid pattern")
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+        /// The fast path only ever accepts what the WHATWG parser accepts.
+        #[test]
+        fn plain_websites_are_web_urls(
+            text in website_like()
+        ) {
+            if plainly_web_url(&text) {
+                proptest::prop_assert!(parsed_web_url(&text), "{text:?}");
+            }
+        }
     }
 
     static CAPS: Capabilities = Capabilities {
