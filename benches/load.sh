@@ -7,7 +7,8 @@
 #   (d) rmw      — wrk → patchbay, a partial Juice billing_address patch (GET + PATCH upstream) over
 #                  1 000 customers
 # Setups alternate (nginx, patchbay, nginx, patchbay, …) for ROUNDS rounds; the summary prints medians of
-# requests/s, p50 and p99, patchbay's peak RSS, its time to readiness, and the ratios.
+# requests/s, p50, p99 and the serving process's CPU time per request (user and system), patchbay's peak
+# RSS, its time to readiness, and the ratios.
 #   bash benches/load.sh                  # DURATION=10s ROUNDS=3 CONNS="64 256" THREADS=2 BENCH_BIN=…
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -151,16 +152,40 @@ for check in "direct $UP" "nginx $PX" "patchbay $PB" "rmw $PB"; do
   if grep -q "Non-2xx" <<<"$out"; then echo "setup $1 does not answer 2xx:"; echo "$out"; exit 1; fi
 done
 
+# CPU time of the process serving each setup (the nginx proxy's workers, or patchbay), per request: where
+# the throughput gap is spent, in user space (translation, HTTP) or in the kernel (the socket calls).
+PROXY_WORKERS=$(pgrep -P "$(cat "$WORK/proxy.pid")" | tr '\n' ' ')
+UPSTREAM_WORKERS=$(pgrep -P "$(cat "$WORK/upstream.pid")" | tr '\n' ' ')
+TICK=$(getconf CLK_TCK)
+cpu_ticks() { # pids… → "user system" clock ticks summed over their threads
+  local user=0 system=0 stat
+  for pid in "$@"; do
+    for stat in /proc/"$pid"/task/*/stat; do
+      read -r -a f <"$stat" || continue
+      user=$((user + f[13])); system=$((system + f[14]))
+    done
+  done
+  echo "$user $system"
+}
+
 RESULTS=$WORK/results.tsv
 run() { # setup port conns round
-  local out
+  local out pids before after
+  case $1 in nginx) pids=$PROXY_WORKERS ;; direct) pids=$UPSTREAM_WORKERS ;; *) pids=$PB_PID ;; esac
+  before=$(cpu_ticks $pids)
   out=$(wrk -t"$THREADS" -c"$3" -d"$DURATION" --latency -s "$WORK/$1.lua" "http://127.0.0.1:$2")
+  after=$(cpu_ticks $pids)
   if grep -q "Non-2xx\|Socket errors" <<<"$out"; then echo "$out" | grep "Non-2xx\|Socket errors" | sed "s/^/  $1 c=$3: /" >&2; fi
-  awk -v setup="$1" -v conns="$3" -v round="$4" '
+  awk -v setup="$1" -v conns="$3" -v round="$4" -v before="$before" -v after="$after" -v tick="$TICK" '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
     $1 == "50%" { p50 = ms($2) } $1 == "99%" { p99 = ms($2) } $1 == "Requests/sec:" { rps = $2 }
-    END { printf "%s\t%s\t%s\t%.1f\t%.3f\t%.3f\n", setup, conns, round, rps, p50, p99 }' <<<"$out" >>"$RESULTS"
-  tail -n1 "$RESULTS" | awk -F'\t' '{ printf "  %-9s c=%-4s round %s: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n", $1, $2, $3, $4, $5, $6 }'
+    $2 == "requests" && $3 == "in" { requests = $1 }
+    END {
+      split(before, b, " "); split(after, a, " ")
+      us = 1e6 / tick / (requests > 0 ? requests : 1)
+      printf "%s\t%s\t%s\t%.1f\t%.3f\t%.3f\t%.2f\t%.2f\n", setup, conns, round, rps, p50, p99, (a[1] - b[1]) * us, (a[2] - b[2]) * us
+    }' <<<"$out" >>"$RESULTS"
+  tail -n1 "$RESULTS" | awk -F'\t' '{ printf "  %-9s c=%-4s round %s: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu/req user %5.1f us system %5.1f us\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
 }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; wrk -t$THREADS -d$DURATION; rounds: $ROUNDS"
@@ -185,17 +210,20 @@ single_mib, single_conns = int(sys.argv[4]) / 1024, sys.argv[5]
 def med(setup, conns, col):
     values = [float(r[col]) for r in rows if r[0] == setup and r[1] == conns]
     return statistics.median(values) if values else float("nan")
-print("\nmedians                 req/s      p50 ms    p99 ms")
+print("\nmedians                 req/s      p50 ms    p99 ms   CPU µs/request of the serving process: user system")
 conns_list = sorted({r[1] for r in rows}, key=int)
 for conns in conns_list:
     for setup in ["direct", "nginx", "patchbay", "rmw"]:
-        print(f"  c={conns:<4} {setup:<9} {med(setup, conns, 3):10.0f} {med(setup, conns, 4):10.3f} {med(setup, conns, 5):9.3f}")
+        print(f"  c={conns:<4} {setup:<9} {med(setup, conns, 3):10.0f} {med(setup, conns, 4):10.3f} {med(setup, conns, 5):9.3f}"
+              f"   {med(setup, conns, 6):6.1f} {med(setup, conns, 7):6.1f}")
 print("\nratios (medians)")
 for conns in conns_list:
     pb, ng, di, rmw = (med(s, conns, 3) for s in ["patchbay", "nginx", "direct", "rmw"])
     p99 = med("patchbay", conns, 5) / med("nginx", conns, 5)
+    cpu = lambda s: med(s, conns, 6) + med(s, conns, 7)
     print(f"  c={conns:<4} throughput patchbay/nginx {pb/ng:.2f}  patchbay/direct {pb/di:.2f}  "
-          f"p99 patchbay/nginx {p99:.2f}  read-merge-write/single-call {rmw/pb:.2f}")
+          f"p99 patchbay/nginx {p99:.2f}  read-merge-write/single-call {rmw/pb:.2f}  "
+          f"CPU per request patchbay/nginx {cpu('patchbay')/cpu('nginx'):.2f}")
 print(f"\npatchbay peak RSS {single_mib:.1f} MiB through the single-call rounds at {single_conns} connections, "
       f"{peak_mib:.1f} MiB over the whole run (read-merge-write opens Juice's own upstream connections); "
       f"ready to serve {ready_ms} ms after start")
