@@ -13,8 +13,8 @@
 
 use criterion::{criterion_group, Criterion};
 use patchbay::canonical::{parse_object, CustomerPatch};
-use patchbay::providers::{self, Dialect};
-use serde_json::{json, Map, Value};
+use patchbay::providers::{self, Dialect, Record};
+use serde_json::{json, Value};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -75,7 +75,7 @@ fn translate(
     names: &[&str],
     id: &str,
     body: &[u8],
-    current: Option<&Map<String, Value>>,
+    current: Option<&Record>,
 ) -> bytes::Bytes {
     let object = parse_object(body).expect("valid JSON");
     let patch = CustomerPatch::parse(object, dialect.name(), names).expect("valid patch");
@@ -98,7 +98,7 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("translate");
     for (provider, id, patch, current) in cases() {
         let body = serde_json::to_vec(&patch).unwrap();
-        let current = current.map(|c| c.as_object().cloned().unwrap());
+        let current = current.map(|c| serde_json::from_value::<Record>(c).unwrap());
         let dialect = dialects.iter().find(|d| d.name() == provider).unwrap();
         group.bench_function(format!("{provider}/baseline serde_json round trip"), |b| {
             b.iter(|| round_trip(black_box(&body)))
@@ -155,7 +155,7 @@ fn paired_rounds() {
     println!("\npaired rounds (patch ÷ baseline, median and interquartile range of 400 rounds of 100 each):");
     for (provider, id, patch, current) in cases() {
         let body = serde_json::to_vec(&patch).unwrap();
-        let current = current.map(|c| c.as_object().cloned().unwrap());
+        let current = current.map(|c| serde_json::from_value::<Record>(c).unwrap());
         let dialect = dialects.iter().find(|d| d.name() == provider).unwrap();
         let (median, q1, q3) = paired_ratio(
             || {

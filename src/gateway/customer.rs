@@ -9,7 +9,7 @@ use super::locks::KeyedLocks;
 use super::rate_limit::{Decision, RateLimiter};
 use super::rescue::{call_problem, status_problem};
 use crate::canonical::{Customer, CustomerPatch, Problem, ProblemKind};
-use crate::providers::Dialect;
+use crate::providers::{Dialect, Record};
 use crate::upstream::{CallOptions, Response, Upstream};
 use serde_json::{Map, Value};
 use std::future::Future;
@@ -208,7 +208,7 @@ impl ProviderRuntime {
     }
 
     /// One upstream read of the native record.
-    async fn read(&self, id: &str, options: &CallOptions) -> Result<Map<String, Value>, Problem> {
+    async fn read(&self, id: &str, options: &CallOptions) -> Result<Record, Problem> {
         let upstream = self.upstream()?;
         let request = self.dialect.read(id);
         let response = upstream
@@ -224,16 +224,14 @@ impl ProviderRuntime {
         id: &str,
         response: Response,
         sent: Option<&[u8]>,
-        current: Option<&Map<String, Value>>,
-    ) -> Result<Map<String, Value>, Problem> {
+        current: Option<&Record>,
+    ) -> Result<Record, Problem> {
         let name = self.name();
         let status = response.status;
         // UTF-8 checked once for the whole body: parsing from `&str` skips the check of every string.
-        let body: Option<Value> = std::str::from_utf8(&response.body)
-            .ok()
-            .and_then(|text| serde_json::from_str(text).ok());
+        let text = std::str::from_utf8(&response.body).ok();
         if status.is_success() {
-            let record = body.and_then(|b| self.dialect.record(b));
+            let record = text.and_then(|text| Record::parse(text, self.dialect.record_at()));
             return match record {
                 Some(record) => {
                     if let Some(primary) = self.dialect.record_id(&record).filter(|p| p != id) {
@@ -257,6 +255,7 @@ impl ProviderRuntime {
                 }
             };
         }
+        let body: Option<Value> = text.and_then(|text| serde_json::from_str(text).ok());
         let failure = body
             .as_ref()
             .map(|b| self.dialect.failure(b, sent, current))

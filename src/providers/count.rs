@@ -2,8 +2,8 @@
 //! required on every write, so most writes are read-merge-write.
 
 use super::{
-    change_wire, data_envelope, field_errors, finish_canonical, id_path, into_object, map_field,
-    parse_uuid, string_at, take_address, take_value, Dialect, Object, UpstreamFailure,
+    change_wire, field_errors, finish_canonical, id_path, into_object, map_field, parse_uuid,
+    string_at, take_address, take_value, Dialect, Object, Record, RecordAt, UpstreamFailure,
     UpstreamRequest, Wire,
 };
 use crate::canonical::{
@@ -11,7 +11,7 @@ use crate::canonical::{
     CustomerPatch, Field, FieldError,
 };
 use http::Method;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub struct Count;
 
@@ -142,7 +142,7 @@ impl Dialect for Count {
         &self,
         id: &str,
         patch: &CustomerPatch,
-        current: Option<&Map<String, Value>>,
+        current: Option<&Record>,
     ) -> Result<UpstreamRequest, Vec<FieldError>> {
         let mut body = Object::from_map(&patch.provider_fields, FIELDS.len() + ADDRESS_KEYS.len());
         for (field, key) in FIELDS {
@@ -197,15 +197,15 @@ impl Dialect for Count {
         })
     }
 
-    fn record(&self, body: Value) -> Option<Map<String, Value>> {
-        data_envelope(body)
+    fn record_at(&self) -> RecordAt {
+        RecordAt::Data
     }
 
-    fn record_id(&self, record: &Map<String, Value>) -> Option<String> {
+    fn record_id(&self, record: &Record) -> Option<String> {
         record.get("uuid")?.as_str().map(str::to_owned)
     }
 
-    fn to_canonical(&self, mut record: Map<String, Value>) -> Customer {
+    fn to_canonical(&self, mut record: Record) -> Customer {
         let id = self.record_id(&record).unwrap_or_default();
         let mut customer = Customer::new(self.name(), &id);
         for (field, key) in FIELDS {
@@ -228,7 +228,7 @@ impl Dialect for Count {
         &self,
         body: &Value,
         _sent: Option<&[u8]>,
-        _current: Option<&Map<String, Value>>,
+        _current: Option<&Record>,
     ) -> UpstreamFailure {
         UpstreamFailure {
             message: string_at(body, "/message"),

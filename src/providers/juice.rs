@@ -1,8 +1,8 @@
 //! Juice: snake_case, one nested billing address that must be sent complete, and `""` (not `null`) clears.
 
 use super::{
-    change_wire, data_envelope, field_errors, finish_canonical, id_path, into_object, map_field,
-    parse_uuid, string_at, take_address, take_value, Dialect, Object, UpstreamFailure,
+    change_wire, field_errors, finish_canonical, id_path, into_object, map_field, parse_uuid,
+    string_at, take_address, take_value, Dialect, Object, Record, RecordAt, UpstreamFailure,
     UpstreamRequest, Wire,
 };
 use crate::canonical::{
@@ -10,7 +10,7 @@ use crate::canonical::{
     Field, FieldError,
 };
 use http::Method;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub struct Juice;
 
@@ -95,7 +95,7 @@ impl Dialect for Juice {
         &self,
         id: &str,
         patch: &CustomerPatch,
-        current: Option<&Map<String, Value>>,
+        current: Option<&Record>,
     ) -> Result<UpstreamRequest, Vec<FieldError>> {
         // Juice ignores `null`; the empty string is what clears.
         let mut body = Object::from_map(&patch.provider_fields, FIELDS.len() + 1);
@@ -129,15 +129,15 @@ impl Dialect for Juice {
         })
     }
 
-    fn record(&self, body: Value) -> Option<Map<String, Value>> {
-        data_envelope(body)
+    fn record_at(&self) -> RecordAt {
+        RecordAt::Data
     }
 
-    fn record_id(&self, record: &Map<String, Value>) -> Option<String> {
+    fn record_id(&self, record: &Record) -> Option<String> {
         record.get("id")?.as_str().map(str::to_owned)
     }
 
-    fn to_canonical(&self, mut record: Map<String, Value>) -> Customer {
+    fn to_canonical(&self, mut record: Record) -> Customer {
         let id = self.record_id(&record).unwrap_or_default();
         let mut customer = Customer::new(self.name(), &id);
         for (field, key) in FIELDS {
@@ -161,7 +161,7 @@ impl Dialect for Juice {
         &self,
         body: &Value,
         _sent: Option<&[u8]>,
-        _current: Option<&Map<String, Value>>,
+        _current: Option<&Record>,
     ) -> UpstreamFailure {
         let items = body.pointer("/error/errors").or_else(|| body.get("errors"));
         UpstreamFailure {

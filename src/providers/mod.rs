@@ -6,12 +6,14 @@
 
 mod count;
 mod juice;
+mod record;
 mod sparklayer;
 mod sweetspot;
 mod wire;
 
 pub use count::Count;
 pub use juice::Juice;
+pub use record::{Record, RecordAt};
 pub use sparklayer::SparkLayer;
 pub use sweetspot::SweetSpot;
 
@@ -77,17 +79,19 @@ pub trait Dialect: Send + Sync + 'static {
         &self,
         id: &str,
         patch: &CustomerPatch,
-        current: Option<&Map<String, Value>>,
+        current: Option<&Record>,
     ) -> Result<UpstreamRequest, Vec<FieldError>>;
 
-    /// The customer record inside a successful response body (unwrapping any envelope).
-    fn record(&self, body: Value) -> Option<Map<String, Value>>;
+    /// Where a successful response body holds the customer record.
+    fn record_at(&self) -> RecordAt {
+        RecordAt::Top
+    }
 
     /// The provider's own primary id in a record (SparkLayer's `cu_…`, even when called by external id).
-    fn record_id(&self, record: &Map<String, Value>) -> Option<String>;
+    fn record_id(&self, record: &Record) -> Option<String>;
 
     /// The canonical customer for a record, taken by value: its values move into the answer.
-    fn to_canonical(&self, record: Map<String, Value>) -> Customer;
+    fn to_canonical(&self, record: Record) -> Customer;
 
     /// Reads an error body; `sent` is the body of the request that failed, for dialects whose error paths
     /// point into it (SparkLayer's `addresses.N.city`), and `current` the record it was merged from.
@@ -95,7 +99,7 @@ pub trait Dialect: Send + Sync + 'static {
         &self,
         body: &Value,
         sent: Option<&[u8]>,
-        current: Option<&Map<String, Value>>,
+        current: Option<&Record>,
     ) -> UpstreamFailure;
 
     /// Refuses `provider_fields` entries that would bypass the canonical mapping.
@@ -182,9 +186,26 @@ pub(crate) fn is_id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
 
+/// A JSON object whose members can be moved out by key: a record, or an object inside it.
+pub(crate) trait Members {
+    fn take(&mut self, key: &str) -> Option<Value>;
+}
+
+impl Members for Record {
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.remove(key)
+    }
+}
+
+impl Members for Map<String, Value> {
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.remove(key)
+    }
+}
+
 /// `source[key]` moved out of `source`, with `""` (an empty field) as `null`.
-pub(crate) fn take_value(source: &mut Map<String, Value>, key: &str) -> Value {
-    canonical_owned(source.remove(key))
+pub(crate) fn take_value(source: &mut impl Members, key: &str) -> Value {
+    canonical_owned(source.take(key))
 }
 
 /// What a change sends: the new value, or `cleared` (the provider's way of emptying a field).
@@ -217,7 +238,7 @@ pub(crate) fn canonical_address(
 
 /// [`canonical_address`], moving the parts out of `source`.
 pub(crate) fn take_address(
-    source: Option<&mut Map<String, Value>>,
+    source: Option<&mut impl Members>,
     mapping: &[(AddressPart, &str)],
 ) -> Member {
     source.map_or(Member::Json(Value::Null), |source| {
@@ -237,15 +258,15 @@ fn address(mapping: &[(AddressPart, &str)], mut part: impl FnMut(&str) -> Value)
 pub(crate) fn finish_canonical(
     mut customer: Customer,
     provider: &str,
-    mut record: Map<String, Value>,
+    mut record: Record,
     timestamps: (&str, &str),
     mapped: &[&str],
 ) -> Customer {
     customer.push("created_at", take_value(&mut record, timestamps.0));
     customer.push("updated_at", take_value(&mut record, timestamps.1));
-    record.retain(|key, _| !mapped.contains(&key.as_str()));
+    let rest = record.into_map(|key| !mapped.contains(&key));
     let mut by_provider = Map::new();
-    by_provider.insert(provider.to_owned(), Value::Object(record));
+    by_provider.insert(provider.to_owned(), Value::Object(rest));
     customer.push("provider_fields", Value::Object(by_provider));
     customer
 }
@@ -300,11 +321,6 @@ pub(crate) fn into_object(value: Value) -> Option<Map<String, Value>> {
     }
 }
 
-/// The object under `data` in a `{"data": {…}}` envelope, owned.
-pub(crate) fn data_envelope(body: Value) -> Option<Map<String, Value>> {
-    into_object(into_object(body)?.remove("data")?)
-}
-
 pub(crate) fn string_at(value: &Value, pointer: &str) -> Option<String> {
     value
         .pointer(pointer)
@@ -344,7 +360,7 @@ mod tests {
             .chain(["created_at", "updated_at", "provider_fields"])
             .collect();
         for dialect in all() {
-            let customer = dialect.to_canonical(Map::new());
+            let customer = dialect.to_canonical(Record::default());
             let names: Vec<&str> = customer.names().collect();
             let mut expected = order.clone();
             expected.retain(|name| names.contains(name));
@@ -361,7 +377,7 @@ mod tests {
         let record = json!({"createdAt": "t", "updatedAt": "t", "created_at": "t", "updated_at": "t",
             "firstName": "A", "first_name": "A", "customer": "A", "email": "a@b.co", "extra": 1});
         for dialect in all() {
-            let customer = dialect.to_canonical(record.as_object().unwrap().clone());
+            let customer = dialect.to_canonical(Record::from(record.as_object().unwrap().clone()));
             assert_eq!(
                 customer.get("created_at"),
                 Some(json!("t")),

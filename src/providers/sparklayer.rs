@@ -3,7 +3,7 @@
 
 use super::{
     canonical_address, change_wire, check_id_chars, field_errors, finish_canonical, id_path,
-    into_object, is_id_char, map_field, string_at, take_value, Dialect, Object, UpstreamFailure,
+    is_id_char, map_field, string_at, take_value, Dialect, Object, Record, UpstreamFailure,
     UpstreamRequest, Wire,
 };
 use crate::canonical::{
@@ -11,7 +11,7 @@ use crate::canonical::{
     CustomerPatch, Field, FieldError,
 };
 use http::Method;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub struct SparkLayer;
 
@@ -153,7 +153,7 @@ struct AddressBook<'a> {
 }
 
 impl<'a> AddressBook<'a> {
-    fn from_record(record: Option<&'a Map<String, Value>>) -> AddressBook<'a> {
+    fn from_record(record: Option<&'a Record>) -> AddressBook<'a> {
         let entries = record
             .and_then(|r| r.get("addresses"))
             .and_then(Value::as_array)
@@ -281,7 +281,7 @@ impl Dialect for SparkLayer {
         &self,
         id: &str,
         patch: &CustomerPatch,
-        current: Option<&Map<String, Value>>,
+        current: Option<&Record>,
     ) -> Result<UpstreamRequest, Vec<FieldError>> {
         let mut body = Object::from_map(&patch.provider_fields, FIELDS.len() + 3);
         for (field, key) in FIELDS {
@@ -342,15 +342,11 @@ impl Dialect for SparkLayer {
         })
     }
 
-    fn record(&self, body: Value) -> Option<Map<String, Value>> {
-        into_object(body)
-    }
-
-    fn record_id(&self, record: &Map<String, Value>) -> Option<String> {
+    fn record_id(&self, record: &Record) -> Option<String> {
         record.get("id")?.as_str().map(str::to_owned)
     }
 
-    fn to_canonical(&self, mut record: Map<String, Value>) -> Customer {
+    fn to_canonical(&self, mut record: Record) -> Customer {
         let id = self.record_id(&record).unwrap_or_default();
         let mut customer = Customer::new(self.name(), &id);
         for (field, key) in FIELDS {
@@ -374,11 +370,11 @@ impl Dialect for SparkLayer {
         &self,
         body: &Value,
         sent: Option<&[u8]>,
-        current: Option<&Map<String, Value>>,
+        current: Option<&Record>,
     ) -> UpstreamFailure {
         // `addresses.N.key` points into the list we sent; name the canonical address that entry is.
-        let sent: Option<Value> = sent.and_then(|s| serde_json::from_slice(s).ok());
-        let sent_book = sent.as_ref().and_then(Value::as_object).map(|s| {
+        let sent: Option<Record> = sent.and_then(|s| serde_json::from_slice(s).ok());
+        let sent_book = sent.as_ref().map(|s| {
             let mut book = AddressBook::from_record(Some(s));
             let current_book = AddressBook::from_record(current);
             for slot in 0..2 {
@@ -427,7 +423,8 @@ mod tests {
         let current = json!({"id": "cu_1", "addresses": [
             {"id": "ca_office", "address_line1": "1 Crag Rd", "city": "Sheffield", "postal_code": "S1 1AA", "country_code": "GB"}],
             "default_billing_address_id": "ca_office", "default_shipping_address_id": "ca_office"});
-        let current = current.as_object().unwrap();
+        let current: Record = serde_json::from_value(current).unwrap();
+        let current = &current;
         let patch = json!({"shipping_address": {"city": "York"}});
         let patch = CustomerPatch::parse(
             patch.as_object().unwrap().clone(),

@@ -1,15 +1,15 @@
 //! Sweet Spot: camelCase, one flat address, `PUT` updates only the fields sent, `null` clears.
 
 use super::{
-    change_wire, check_id_chars, finish_canonical, id_path, into_object, is_id_char, map_field,
-    string_at, take_address, take_value, Dialect, Object, UpstreamFailure, UpstreamRequest, Wire,
+    change_wire, check_id_chars, finish_canonical, id_path, is_id_char, map_field, string_at,
+    take_address, take_value, Dialect, Object, Record, UpstreamFailure, UpstreamRequest, Wire,
 };
 use crate::canonical::{
     AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Customer, CustomerPatch,
     Field, FieldError,
 };
 use http::Method;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub struct SweetSpot;
 
@@ -106,7 +106,7 @@ impl Dialect for SweetSpot {
         &self,
         id: &str,
         patch: &CustomerPatch,
-        _current: Option<&Map<String, Value>>,
+        _current: Option<&Record>,
     ) -> Result<UpstreamRequest, Vec<FieldError>> {
         let mut body = Object::from_map(&patch.provider_fields, FIELDS.len() + ADDRESS.len());
         for (field, key) in FIELDS {
@@ -137,15 +137,11 @@ impl Dialect for SweetSpot {
         })
     }
 
-    fn record(&self, body: Value) -> Option<Map<String, Value>> {
-        into_object(body)
-    }
-
-    fn record_id(&self, record: &Map<String, Value>) -> Option<String> {
+    fn record_id(&self, record: &Record) -> Option<String> {
         record.get("id")?.as_str().map(str::to_owned)
     }
 
-    fn to_canonical(&self, mut record: Map<String, Value>) -> Customer {
+    fn to_canonical(&self, mut record: Record) -> Customer {
         let id = self.record_id(&record).unwrap_or_default();
         let mut customer = Customer::new(self.name(), &id);
         for (field, key) in FIELDS {
@@ -168,7 +164,7 @@ impl Dialect for SweetSpot {
         &self,
         body: &Value,
         _sent: Option<&[u8]>,
-        _current: Option<&Map<String, Value>>,
+        _current: Option<&Record>,
     ) -> UpstreamFailure {
         let message = string_at(body, "/error/message");
         let errors = match string_at(body, "/error/param") {
