@@ -12,6 +12,7 @@ use crate::canonical::{
 };
 use http::Method;
 use serde_json::Value;
+use std::borrow::Cow;
 
 pub struct SparkLayer;
 
@@ -149,7 +150,8 @@ fn entry_key(part: AddressPart) -> Option<&'static str> {
 /// The address list and default ids being rewritten for one write, borrowed from the record read.
 struct AddressBook<'a> {
     entries: Vec<Object<'a>>,
-    defaults: [Option<String>; 2],
+    /// The default billing and shipping references, borrowed from the record until a write changes them.
+    defaults: [Option<Cow<'a, str>>; 2],
 }
 
 impl<'a> AddressBook<'a> {
@@ -168,7 +170,7 @@ impl<'a> AddressBook<'a> {
                 .and_then(|r| r.get(default_key(kind)))
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
-                .map(str::to_owned)
+                .map(Cow::Borrowed)
         };
         AddressBook {
             entries,
@@ -319,7 +321,7 @@ impl Dialect for SparkLayer {
                             ));
                         }
                     }
-                    book.defaults[AddressBook::slot(kind)] = reference(entry);
+                    book.defaults[AddressBook::slot(kind)] = reference(entry).map(Cow::Owned);
                 }
             }
         }
@@ -329,7 +331,11 @@ impl Dialect for SparkLayer {
         for kind in AddressKind::ALL {
             let slot = AddressBook::slot(kind);
             if book.defaults[slot] != before[slot] {
-                let value = book.defaults[slot].take().map_or(Wire::Null, Wire::Owned);
+                let value = match book.defaults[slot].take() {
+                    None => Wire::Null,
+                    Some(Cow::Borrowed(reference)) => Wire::Str(reference),
+                    Some(Cow::Owned(reference)) => Wire::Owned(reference),
+                };
                 body.set(default_key(kind), value);
             }
         }
