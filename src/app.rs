@@ -93,7 +93,6 @@ fn spawn_worker(
     let thread = std::thread::Builder::new()
         .name(format!("patchbay-worker-{index}"))
         .spawn(move || {
-            crate::upstream::set_worker(index);
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -1,276 +1,394 @@
-//! One provider at run time: its dialect, its upstream, and the two flows of the canonical API.
-//!
-//! Phases of a PATCH, after the request checks of `gateway`: lock the customer → reserve its upstream
-//! calls in the credential's rate limit (check 10) → read the current record when the dialect needs it
-//! (read-merge-write) → translate → write → translate the answer back → settle the reservation.
-//! A GET is one reservation and one upstream read.
+//! Check 11, the innermost service: one customer's upstream calls. A read is one GET; a write is the
+//! dialect's call, after reading the current record when the dialect merges into it (read-merge-write),
+//! and the provider's answer translated back. What the provider answered, when it is not a customer,
+//! goes up as a [`ProviderAnswered`] for the rescue to read.
 
 use super::locks::KeyedLocks;
-use super::rate_limit::{Decision, RateLimiter};
-use super::rescue::{call_problem, status_problem};
-use crate::canonical::{Customer, CustomerPatch, Problem, ProblemKind};
-use crate::providers::{Dialect, Record};
-use crate::upstream::{CallOptions, Response, Upstream};
+use super::rate_limit::RateLimiter;
+use super::{BoxError, BoxFuture};
+use crate::canonical::{Customer, CustomerPatch, FieldError};
+use crate::providers::{Dialect, Record, UpstreamRequest};
+use crate::upstream::{CallBudget, Client, Response, Upstream, UpstreamCall};
+use bytes::Bytes;
+use http::header::{HeaderName, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::Full;
 use serde_json::{Map, Value};
-use std::future::Future;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+use tower::{Service, ServiceExt};
 
-/// An answer through the rate limiter, with the quota as its decision saw it (for the headers).
-pub(crate) struct Limited<T> {
-    pub result: Result<T, Problem>,
-    pub quota: Option<Decision>,
-}
-
-impl<T> From<Problem> for Limited<T> {
-    fn from(problem: Problem) -> Limited<T> {
-        Limited {
-            result: Err(problem),
-            quota: None,
-        }
-    }
-}
-
-pub(crate) struct ProviderRuntime {
+/// One provider, as every serving runtime shares it: dialect, credentials, rate limiter and locks.
+pub(crate) struct Provider {
+    /// Its place among the gateway's providers, and so among each runtime's clients.
+    pub index: usize,
     pub dialect: Box<dyn Dialect>,
     /// `None`: no credentials and no sandbox, so the provider answers 503.
-    pub upstream: Option<Upstream>,
+    pub upstream: Option<Arc<Upstream>>,
     /// The credential's rate limit (present with the upstream).
     pub limiter: Option<Arc<RateLimiter>>,
     /// Settings that would enable a disabled provider, for its 503.
     pub missing: Vec<&'static str>,
-    locks: KeyedLocks,
+    pub locks: KeyedLocks,
     /// Ids the caller used that are not the record's primary id (SparkLayer external ids), learned from
     /// answers, so that both names of one customer share one lock.
-    aliases: moka::sync::Cache<String, String>,
+    pub aliases: moka::sync::Cache<String, String>,
     /// `Retry-After` for a provider 429 that names no time: the shortest configured window, else 60.
     pub fallback_retry_after: u64,
 }
 
-impl ProviderRuntime {
-    pub fn new(
-        dialect: Box<dyn Dialect>,
-        upstream: Option<(Upstream, Arc<RateLimiter>)>,
-        missing: Vec<&'static str>,
-        fallback_retry_after: u64,
-    ) -> ProviderRuntime {
-        let (upstream, limiter) = upstream.unzip();
-        ProviderRuntime {
-            dialect,
-            upstream,
-            limiter,
-            missing,
-            locks: KeyedLocks::default(),
-            aliases: moka::sync::Cache::new(100_000),
-            fallback_retry_after,
-        }
-    }
-
-    fn name(&self) -> &'static str {
+impl Provider {
+    pub fn name(&self) -> &'static str {
         self.dialect.name()
     }
 
-    fn upstream(&self) -> Result<&Upstream, Problem> {
-        self.upstream.as_ref().ok_or_else(|| {
-            Problem::new(
-                ProblemKind::ServiceUnavailable,
-                format!(
-                    "provider not configured: set providers.{}.{} (or enable the sandbox)",
-                    self.name(),
-                    self.missing.join(", ")
-                ),
-            )
-        })
+    /// The name a customer's lock goes by: its primary id once an answer told it.
+    pub fn lock_key(&self, id: &str) -> String {
+        self.aliases.get(id).unwrap_or_else(|| id.to_owned())
+    }
+}
+
+/// What a request asks of its customer, once checked.
+pub(crate) enum Op {
+    /// The current customer: a GET, or a patch that leaves nothing to write.
+    Read,
+    /// A validated, restricted, non-empty patch.
+    Write(Box<CustomerPatch>),
+}
+
+/// A request past the checks: which customer, what to do, and what its upstream calls carry.
+pub(crate) struct CustomerCall {
+    pub provider: Arc<Provider>,
+    pub id: String,
+    pub op: Op,
+    pub idempotency_key: Option<HeaderValue>,
+    /// With `Prefer: handling=lenient`: the canonical paths that were skipped.
+    pub lenient: Option<Vec<String>>,
+    /// Set by the rate limiter: what every upstream call spends from.
+    pub budget: Option<Arc<dyn CallBudget>>,
+}
+
+impl CustomerCall {
+    /// Whether this call must wait for other writes of the same customer.
+    pub fn serialises(&self) -> bool {
+        match &self.op {
+            Op::Read => false,
+            Op::Write(patch) => self.provider.dialect.serialise_write(patch),
+        }
     }
 
-    /// Check 1's second half: a known provider without credentials answers 503.
-    pub fn check_configured(&self) -> Result<(), Problem> {
-        self.upstream().map(|_| ())
+    /// The upstream calls it plans, token calls aside: one, or two for a read-merge-write.
+    pub fn planned_calls(&self) -> u32 {
+        match &self.op {
+            Op::Read => 1,
+            Op::Write(patch) => 1 + u32::from(self.provider.dialect.needs_current(patch)),
+        }
     }
+}
 
-    /// GET: the current customer, canonical; one call.
-    pub async fn get(&self, id: &str, options: &CallOptions) -> Limited<Customer> {
-        self.limited(1, options, |options| async move {
-            let record = self.read(id, &options).await?;
-            Ok(self.dialect.to_canonical(record))
-        })
-        .await
-    }
+/// The canonical answer on its way out, with the headers layers add to it.
+pub(crate) struct Answer {
+    pub customer: Customer,
+    pub lenient: Option<Vec<String>>,
+    pub headers: HeaderMap,
+}
 
-    /// PATCH: applies a validated, restricted, non-empty patch and answers the provider's new state.
-    /// One call, or two for a read-merge-write.
-    pub async fn patch(
-        &self,
-        id: &str,
-        patch: &CustomerPatch,
-        options: &CallOptions,
-    ) -> Limited<Customer> {
-        let key = self.aliases.get(id).unwrap_or_else(|| id.to_owned());
-        let _customer = match self.dialect.serialise_write(patch) {
-            true => Some(self.locks.lock(&key).await),
-            false => None,
-        };
-        let needs_current = self.dialect.needs_current(patch);
-        let calls = 1 + u32::from(needs_current);
-        self.limited(calls, options, |options| async move {
-            let upstream = self.upstream()?;
-            let mut _primary = None;
-            let current = if needs_current {
-                let mut record = self.read(id, &options).await?;
-                if let Some(primary) = self.dialect.record_id(&record).filter(|p| *p != key) {
-                    // First contact through another name: hold the primary id's lock too, and read
-                    // again under it (an unplanned call), since a patch through the primary id may
-                    // have written in between.
-                    _primary = Some(self.locks.lock(&primary).await);
-                    record = self.read(id, &options).await?;
-                }
-                Some(record)
-            } else {
-                None
-            };
-            let request = self
-                .dialect
-                .write(id, patch, current.as_ref())
-                .map_err(|errors| {
-                    let problem = Problem::invalid(errors);
-                    match current {
-                        Some(_) => problem.from_provider(self.name(), None),
-                        None => problem,
-                    }
-                })?;
-            let response = upstream
-                .call(&request, &options)
-                .await
-                .map_err(|error| call_problem(self.name(), &error))?;
-            let record = self
-                .record(id, response, request.body.as_deref(), current.as_ref())
-                .map_err(|problem| self.name_raw_fields(problem, &patch.provider_fields))?;
-            Ok(self.dialect.to_canonical(record))
-        })
-        .await
-    }
-
-    /// Check 10 around a request's upstream calls: reserves the `calls` it plans (one more when a token
-    /// must be fetched first), lets every call spend from that reservation, settles it afterwards, and
-    /// pauses the credential when the provider itself answers 429.
-    async fn limited<F, Fut>(&self, calls: u32, options: &CallOptions, run: F) -> Limited<Customer>
-    where
-        F: FnOnce(CallOptions) -> Fut,
-        Fut: Future<Output = Result<Customer, Problem>>,
-    {
-        let upstream = match self.upstream() {
-            Ok(upstream) => upstream,
-            Err(problem) => return problem.into(),
-        };
-        let Some(limiter) = &self.limiter else {
-            return Limited {
-                result: run(options.clone()).await,
-                quota: None,
-            };
-        };
-        let calls = calls + u32::from(upstream.will_fetch_token().await);
-        let admission = match limiter.admit(calls).await {
-            Ok(admission) => admission,
-            Err(refusal) => {
-                return Limited {
-                    result: Err(refusal.problem),
-                    quota: refusal.decision,
+impl Answer {
+    /// 200 with the canonical customer; in lenient mode, what was applied and what was skipped.
+    pub fn into_response(self) -> http::Response<Full<Bytes>> {
+        // A customer is a few hundred bytes: one allocation instead of growing from 128.
+        let mut body = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut body, &self.customer).expect("customers serialise");
+        let mut response = http::Response::new(Full::new(Bytes::from(body)));
+        let headers = response.headers_mut();
+        *headers = self.headers;
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(skipped) = self.lenient {
+            headers.insert(
+                HeaderName::from_static("preference-applied"),
+                HeaderValue::from_static("handling=lenient"),
+            );
+            if !skipped.is_empty() {
+                if let Ok(value) = HeaderValue::from_str(&skipped.join(", ")) {
+                    headers.insert(HeaderName::from_static("patchbay-skipped"), value);
                 }
             }
-        };
-        let options = CallOptions {
-            budget: Some(admission.clone()),
-            ..options.clone()
-        };
-        let result = run(options).await;
-        admission.settle().await;
-        let mut quota = admission.decision();
-        if let Err(problem) = &result {
-            if problem.kind == ProblemKind::RateLimited && problem.upstream_status == Some(429) {
-                let seconds = problem.retry_after.unwrap_or(self.fallback_retry_after);
-                quota = limiter.pause(seconds).await;
-            }
         }
-        Limited {
-            result,
-            quota: Some(quota),
-        }
+        response
+    }
+}
+
+/// A provider answered, and not with a customer: its status and what its error body said.
+#[derive(Debug, thiserror::Error)]
+#[error("{provider} answered {status}")]
+pub(crate) struct ProviderAnswered {
+    pub provider: &'static str,
+    pub status: StatusCode,
+    /// The provider's own message, when it gave one.
+    pub message: Option<String>,
+    /// Field errors, named by canonical paths.
+    pub errors: Vec<FieldError>,
+    /// Whole seconds from its `Retry-After` or `X-RateLimit-Reset`, when a 429 said.
+    pub retry_after: Option<u64>,
+}
+
+/// A provider answered success with a body that is not a customer record.
+#[derive(Debug, thiserror::Error)]
+#[error("{provider} answered {status} with a body that is not a customer record")]
+pub(crate) struct NotARecord {
+    pub provider: &'static str,
+    pub status: StatusCode,
+}
+
+/// The merged record is one the provider would refuse (e.g. a SparkLayer address without a city).
+#[derive(Debug, thiserror::Error)]
+#[error("the merged {provider} record is invalid")]
+pub(crate) struct MergeRefused {
+    pub provider: &'static str,
+    pub errors: Vec<FieldError>,
+}
+
+/// An upstream call failed without an answer: which provider, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{provider}: {source}")]
+pub(crate) struct CallFailed {
+    pub provider: &'static str,
+    #[source]
+    pub source: BoxError,
+}
+
+/// The innermost service: one runtime's clients, one per provider (`None` for a disabled one).
+#[derive(Clone)]
+pub(crate) struct CustomerService {
+    clients: Arc<[Option<Client>]>,
+}
+
+impl CustomerService {
+    pub fn new(clients: Arc<[Option<Client>]>) -> CustomerService {
+        CustomerService { clients }
+    }
+}
+
+impl Service<CustomerCall> for CustomerService {
+    type Response = Answer;
+    type Error = BoxError;
+    type Future = BoxFuture<Answer>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
     }
 
-    /// A provider's refusal of a field the caller sent raw through `provider_fields` names it by its
-    /// canonical path, `provider_fields.<provider>.<key>`, like every other error field.
-    fn name_raw_fields(&self, mut problem: Problem, raw: &Map<String, Value>) -> Problem {
-        for error in &mut problem.errors {
-            if raw.contains_key(&error.field) {
-                error.field = format!("provider_fields.{}.{}", self.name(), error.field);
+    fn call(&mut self, call: CustomerCall) -> Self::Future {
+        let client = self.clients[call.provider.index].clone();
+        Box::pin(async move {
+            let client = client.expect("the route refuses a provider without credentials");
+            let flow = Flow {
+                provider: &call.provider,
+                client,
+                idempotency_key: call.idempotency_key,
+                budget: call.budget,
+            };
+            let record = match &call.op {
+                Op::Read => flow.read(&call.id).await?,
+                Op::Write(patch) => flow.write(&call.id, patch).await?,
+            };
+            Ok(Answer {
+                customer: call.provider.dialect.to_canonical(record),
+                lenient: call.lenient,
+                headers: HeaderMap::new(),
+            })
+        })
+    }
+}
+
+/// One request's calls to its provider.
+struct Flow<'a> {
+    provider: &'a Provider,
+    client: Client,
+    idempotency_key: Option<HeaderValue>,
+    budget: Option<Arc<dyn CallBudget>>,
+}
+
+impl Flow<'_> {
+    fn name(&self) -> &'static str {
+        self.provider.name()
+    }
+
+    async fn send(&self, request: UpstreamRequest) -> Result<Response, BoxError> {
+        let call = UpstreamCall {
+            request,
+            idempotency_key: self.idempotency_key.clone(),
+            budget: self.budget.clone(),
+        };
+        self.client.clone().oneshot(call).await.map_err(|source| {
+            tracing::warn!(provider = self.name(), error = %source, "upstream call failed");
+            CallFailed {
+                provider: self.name(),
+                source,
             }
-        }
-        problem
+            .into()
+        })
     }
 
     /// One upstream read of the native record.
-    async fn read(&self, id: &str, options: &CallOptions) -> Result<Record, Problem> {
-        let upstream = self.upstream()?;
-        let request = self.dialect.read(id);
-        let response = upstream
-            .call(&request, options)
-            .await
-            .map_err(|error| call_problem(self.name(), &error))?;
+    async fn read(&self, id: &str) -> Result<Record, BoxError> {
+        let response = self.send(self.provider.dialect.read(id)).await?;
         self.record(id, response, None, None)
     }
 
-    /// The native record in a provider's answer, or the problem its status and body mean.
+    /// Applies `patch`, reading the current record first when the dialect merges into it.
+    async fn write(&self, id: &str, patch: &CustomerPatch) -> Result<Record, BoxError> {
+        let provider = self.provider;
+        let current = if provider.dialect.needs_current(patch) {
+            let key = provider.lock_key(id);
+            let mut record = self.read(id).await?;
+            if let Some(primary) = provider.dialect.record_id(&record).filter(|p| *p != key) {
+                // First contact through another name: hold the primary id's lock too, and read again
+                // under it (an unplanned call), since a patch through the primary id may have written
+                // in between.
+                let _primary = provider.locks.lock(&primary).await;
+                record = self.read(id).await?;
+                return self.write_over(id, patch, Some(record)).await;
+            }
+            Some(record)
+        } else {
+            None
+        };
+        self.write_over(id, patch, current).await
+    }
+
+    async fn write_over(
+        &self,
+        id: &str,
+        patch: &CustomerPatch,
+        current: Option<Record>,
+    ) -> Result<Record, BoxError> {
+        let provider = self.provider;
+        let request = provider
+            .dialect
+            .write(id, patch, current.as_ref())
+            .map_err(|errors| MergeRefused {
+                provider: self.name(),
+                errors,
+            })?;
+        let sent = request.body.clone();
+        let response = self.send(request).await?;
+        self.record(id, response, sent.as_deref(), current.as_ref())
+            .map_err(|error| name_raw_fields(error, provider.name(), &patch.provider_fields))
+    }
+
+    /// The native record in a provider's answer, or what its status and body mean.
     fn record(
         &self,
         id: &str,
         response: Response,
         sent: Option<&[u8]>,
         current: Option<&Record>,
-    ) -> Result<Record, Problem> {
+    ) -> Result<Record, BoxError> {
+        let provider = self.provider;
         let name = self.name();
         let status = response.status;
         // UTF-8 checked once for the whole body: parsing from `&str` skips the check of every string.
         let text = std::str::from_utf8(&response.body).ok();
         if status.is_success() {
-            let record = text.and_then(|text| Record::parse(text, self.dialect.record_at()));
-            return match record {
-                Some(record) => {
-                    if let Some(primary) = self.dialect.record_id(&record).filter(|p| p != id) {
-                        self.aliases.insert(id.to_owned(), primary);
-                    }
-                    Ok(record)
+            let record = text.and_then(|text| Record::parse(text, provider.dialect.record_at()));
+            let Some(record) = record else {
+                tracing::warn!(
+                    provider = name,
+                    status = status.as_u16(),
+                    "unexpected answer body"
+                );
+                return Err(NotARecord {
+                    provider: name,
+                    status,
                 }
-                None => {
-                    tracing::warn!(
-                        provider = name,
-                        status = status.as_u16(),
-                        "unexpected answer body"
-                    );
-                    Err(Problem::new(
-                        ProblemKind::BadGateway,
-                        format!(
-                            "{name} answered {status} with a body that is not a customer record"
-                        ),
-                    )
-                    .from_provider(name, Some(status.as_u16())))
-                }
+                .into());
             };
+            if let Some(primary) = provider.dialect.record_id(&record).filter(|p| p != id) {
+                provider.aliases.insert(id.to_owned(), primary);
+            }
+            return Ok(record);
         }
         let body: Option<Value> = text.and_then(|text| serde_json::from_str(text).ok());
         let failure = body
             .as_ref()
-            .map(|b| self.dialect.failure(b, sent, current))
+            .map(|b| provider.dialect.failure(b, sent, current))
             .unwrap_or_default();
-        let problem = status_problem(
-            name,
+        let retry_after = (status == StatusCode::TOO_MANY_REQUESTS).then(|| {
+            retry_after(&response.headers, SystemTime::now())
+                .unwrap_or(provider.fallback_retry_after)
+        });
+        Err(ProviderAnswered {
+            provider: name,
             status,
-            &response.headers,
-            failure.message.as_deref(),
-            self.fallback_retry_after,
+            message: failure.message,
+            errors: failure.errors,
+            retry_after,
+        }
+        .into())
+    }
+}
+
+/// A provider's refusal of a field the caller sent raw through `provider_fields` names it by its
+/// canonical path, `provider_fields.<provider>.<key>`, like every other error field.
+fn name_raw_fields(mut error: BoxError, provider: &str, raw: &Map<String, Value>) -> BoxError {
+    if let Some(answered) = error.downcast_mut::<ProviderAnswered>() {
+        for field in &mut answered.errors {
+            if raw.contains_key(&field.field) {
+                field.field = format!("provider_fields.{provider}.{}", field.field);
+            }
+        }
+    }
+    error
+}
+
+/// Whole seconds, rounded up, from a provider's `Retry-After` (seconds or HTTP date) or, failing that,
+/// its `X-RateLimit-Reset` (Unix seconds).
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<u64> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let until = |at: SystemTime| {
+        let wait = at.duration_since(now).unwrap_or_default();
+        wait.as_millis().div_ceil(1000).max(1) as u64
+    };
+    if let Some(value) = text("retry-after") {
+        if let Ok(seconds) = value.parse::<u64>() {
+            return Some(seconds.max(1));
+        }
+        if let Ok(at) = httpdate::parse_http_date(value) {
+            return Some(until(at));
+        }
+    }
+    let reset = text("x-ratelimit-reset")?.parse::<u64>().ok()?;
+    Some(until(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(reset),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::RETRY_AFTER;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn retry_after_reads_seconds_dates_and_resets() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers, now), None);
+        headers.insert("x-ratelimit-reset", HeaderValue::from_static("1700000042"));
+        assert_eq!(retry_after(&headers, now), Some(42));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Tue, 14 Nov 2023 22:13:27 GMT"),
         );
-        Err(if problem.kind == ProblemKind::Unprocessable {
-            problem.with_errors(failure.errors)
-        } else {
-            problem
-        })
+        assert_eq!(retry_after(&headers, now), Some(7));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&headers, now), Some(3));
     }
 }

@@ -1,16 +1,132 @@
-//! The rescue: the one place an error becomes an HTTP answer, and the one place an upstream failure
-//! becomes a problem. Everything the caller sees about a failure is decided here.
+//! The rescue: the one place an error becomes an HTTP answer. Layers fail with small typed errors,
+//! erased to [`BoxError`] on the way up; here each is found again by its type anywhere in the chain
+//! ([`cause`], linkerd's `is_caused_by`) and given its status and problem+json body. No other code
+//! picks a status for a failure.
 
-use crate::canonical::{Problem, ProblemKind};
-use crate::upstream::CallError;
+use super::body::BodyError;
+use super::content::UnsupportedMediaType;
+use super::customer::{CallFailed, MergeRefused, NotARecord, ProviderAnswered};
+use super::detach::WriteTaskFailed;
+use super::rate_limit::{RateLimitError, WithQuota};
+use super::route::RouteError;
+use super::validate::Invalid;
+use super::BoxError;
+use crate::canonical::{FieldError, Problem, ProblemKind};
+use crate::upstream::{CallError, CredentialsRefused};
 use bytes::Bytes;
+use futures_util::future::{Either, Map};
+use futures_util::FutureExt;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::Full;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::convert::Infallible;
+use std::error::Error;
+use std::future::Ready;
+use std::task::{ready, Context, Poll};
+use tower::timeout::error::Elapsed;
+use tower::{Layer, Service};
+
+/// The first error of type `T` in `error`'s chain of sources, itself included.
+pub(crate) fn cause<'a, T: Error + 'static>(mut error: &'a (dyn Error + 'static)) -> Option<&'a T> {
+    loop {
+        if let Some(found) = error.downcast_ref::<T>() {
+            return Some(found);
+        }
+        error = error.source()?;
+    }
+}
+
+/// The rescue as a layer of the stack: below it every failure is an error, above it an answer.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct RescueLayer;
+
+impl<S> Layer<S> for RescueLayer {
+    type Service = Rescue<S>;
+
+    fn layer(&self, inner: S) -> Rescue<S> {
+        Rescue {
+            inner,
+            not_ready: None,
+        }
+    }
+}
+
+pub(crate) struct Rescue<S> {
+    inner: S,
+    /// The inner service's readiness failure, answered to the next request.
+    not_ready: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for Rescue<S> {
+    fn clone(&self) -> Rescue<S> {
+        Rescue {
+            inner: self.inner.clone(),
+            not_ready: None,
+        }
+    }
+}
+
+type Answered = Result<Response<Full<Bytes>>, Infallible>;
+
+impl<S, R> Service<R> for Rescue<S>
+where
+    S: Service<R, Response = Response<Full<Bytes>>, Error = BoxError>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Either<
+        Ready<Answered>,
+        Map<S::Future, fn(Result<Response<Full<Bytes>>, BoxError>) -> Answered>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if let Err(error) = ready!(self.inner.poll_ready(cx)) {
+            self.not_ready = Some(error);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        if let Some(error) = self.not_ready.take() {
+            return Either::Left(std::future::ready(Ok(rescue(error))));
+        }
+        let answer: fn(Result<Response<Full<Bytes>>, BoxError>) -> Answered =
+            |result| Ok(result.unwrap_or_else(rescue));
+        Either::Right(self.inner.call(request).map(answer))
+    }
+}
+
+/// The answer to a request whose handling panicked: a 500 that says nothing of the inside.
+pub(crate) fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Full<Bytes>> {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic");
+    tracing::error!(panic = message, "request handling panicked");
+    render(&Problem::new(ProblemKind::Internal, "internal error"))
+}
+
+/// The answer to a failed request.
+pub(crate) fn rescue(error: BoxError) -> Response<Full<Bytes>> {
+    let error: &(dyn Error + 'static) = &*error;
+    let problem = problem(error);
+    let mut response = render(&problem);
+    if let Some(RouteError::OnlyGet(_)) = cause::<RouteError>(error) {
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET"));
+    }
+    if problem.kind == ProblemKind::RateLimited {
+        if let Some(quota) = cause::<WithQuota>(error) {
+            response.headers_mut().extend(quota.headers.clone());
+        }
+    }
+    response
+}
 
 /// A problem as `application/problem+json`, with `Allow` on a 405 and `Retry-After` on a 429.
-pub(crate) fn rescue(problem: &Problem) -> Response<Full<Bytes>> {
+pub(crate) fn render(problem: &Problem) -> Response<Full<Bytes>> {
     let body = Bytes::from(problem.to_bytes());
     let mut response = Response::new(Full::new(body));
     *response.status_mut() =
@@ -29,38 +145,100 @@ pub(crate) fn rescue(problem: &Problem) -> Response<Full<Bytes>> {
     response
 }
 
-/// A call that produced no HTTP answer: a timeout is a 504, a call the rate limit refused its 429 (or
-/// 503), everything else a 502.
-pub(crate) fn call_problem(provider: &str, error: &CallError) -> Problem {
-    let (kind, upstream_status) = match error {
-        // Not sent: the rate limit's own answer, as it is.
-        CallError::Refused(problem) => return (**problem).clone(),
-        CallError::Timeout(_) => (ProblemKind::GatewayTimeout, None),
-        CallError::Connect(_) | CallError::Transport(_) => (ProblemKind::BadGateway, None),
-        CallError::Credentials {
-            upstream_status, ..
-        } => (ProblemKind::BadGateway, *upstream_status),
-    };
-    tracing::warn!(provider, %error, "upstream call failed");
-    Problem::new(kind, format!("{provider}: {error}")).from_provider(provider, upstream_status)
+/// The status table: which problem each failure is.
+fn problem(error: &(dyn Error + 'static)) -> Problem {
+    // Checks 1–3.
+    if let Some(route) = cause::<RouteError>(error) {
+        let kind = match route {
+            RouteError::NoRoute | RouteError::UnknownProvider(_) => ProblemKind::NotFound,
+            RouteError::NotConfigured { .. } => ProblemKind::ServiceUnavailable,
+            RouteError::Method(_) | RouteError::OnlyGet(_) => ProblemKind::MethodNotAllowed,
+            RouteError::InvalidId { message, .. } => {
+                return Problem::new(ProblemKind::BadRequest, route.to_string())
+                    .with_errors(vec![FieldError::new("id", message.clone())]);
+            }
+        };
+        return Problem::new(kind, route.to_string());
+    }
+    // Checks 5–9.
+    if let Some(media) = cause::<UnsupportedMediaType>(error) {
+        return Problem::new(ProblemKind::UnsupportedMediaType, media.to_string());
+    }
+    if let Some(body) = cause::<BodyError>(error) {
+        let kind = match body {
+            BodyError::TooLarge { .. } => ProblemKind::PayloadTooLarge,
+            BodyError::Unreadable(_) | BodyError::NotAJsonObject(_) => ProblemKind::BadRequest,
+        };
+        return Problem::new(kind, body.to_string());
+    }
+    if let Some(invalid) = cause::<Invalid>(error) {
+        return Problem::invalid(invalid.errors.clone());
+    }
+    // Check 10, before the upstream failures: a call the budget refused was never sent.
+    if let Some(limited) = cause::<RateLimitError>(error) {
+        return match limited {
+            RateLimitError::Refused {
+                detail,
+                retry_after,
+            } => {
+                let mut problem = Problem::new(ProblemKind::RateLimited, detail.clone());
+                problem.retry_after = Some(*retry_after);
+                problem
+            }
+            RateLimitError::Exceeds { .. } | RateLimitError::StoreUnavailable => {
+                Problem::new(ProblemKind::ServiceUnavailable, limited.to_string())
+            }
+        };
+    }
+    // Check 11: what the provider answered, or why it did not.
+    if let Some(merge) = cause::<MergeRefused>(error) {
+        return Problem::invalid(merge.errors.clone()).from_provider(merge.provider, None);
+    }
+    if let Some(answered) = cause::<ProviderAnswered>(error) {
+        return provider_problem(answered);
+    }
+    if let Some(answer) = cause::<NotARecord>(error) {
+        return Problem::new(ProblemKind::BadGateway, answer.to_string())
+            .from_provider(answer.provider, Some(answer.status.as_u16()));
+    }
+    if let Some(failed) = cause::<CallFailed>(error) {
+        let provider = failed.provider;
+        if let Some(refused) = cause::<CredentialsRefused>(error) {
+            return Problem::new(ProblemKind::BadGateway, format!("{provider}: {refused}"))
+                .from_provider(provider, refused.upstream_status);
+        }
+        if cause::<Elapsed>(error).is_some() {
+            let detail = format!("{provider} did not answer within server.upstream_timeout_ms");
+            return Problem::new(ProblemKind::GatewayTimeout, detail).from_provider(provider, None);
+        }
+        if let Some(call) = cause::<CallError>(error) {
+            return Problem::new(ProblemKind::BadGateway, format!("{provider}: {call}"))
+                .from_provider(provider, None);
+        }
+    }
+    if cause::<WriteTaskFailed>(error).is_some() {
+        return Problem::new(ProblemKind::Internal, "the write failed inside patchbay");
+    }
+    tracing::error!(%error, "unexpected error");
+    Problem::new(ProblemKind::Internal, "internal error")
 }
 
-/// A provider's non-success status as a problem (DESIGN §1 status table). `failure` is what the dialect
-/// read from the error body; `fallback_retry_after` answers a 429 that names no time.
-pub(crate) fn status_problem(
-    provider: &str,
-    status: StatusCode,
-    headers: &HeaderMap,
-    message: Option<&str>,
-    fallback_retry_after: u64,
-) -> Problem {
-    let said = message.map(|m| format!(": {m}")).unwrap_or_default();
-    let code = status.as_u16();
-    let mut problem = match code {
+/// A provider's non-success status as the caller's problem: its validation answers are the caller's
+/// 422, its refusal of patchbay's own credentials a 502 (never a 401 to the caller), its 5xx a 502.
+fn provider_problem(answered: &ProviderAnswered) -> Problem {
+    let provider = answered.provider;
+    let said = answered
+        .message
+        .as_ref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    let code = answered.status.as_u16();
+    let problem = match code {
         400 | 422 => Problem::new(
             ProblemKind::Unprocessable,
             format!("{provider} refused the change{said}"),
-        ),
+        )
+        .with_errors(answered.errors.clone()),
         401 | 403 => Problem::new(
             ProblemKind::BadGateway,
             format!(
@@ -80,8 +258,7 @@ pub(crate) fn status_problem(
                 ProblemKind::RateLimited,
                 format!("{provider} is rate limiting patchbay's credential"),
             );
-            limited.retry_after =
-                Some(retry_after(headers, SystemTime::now()).unwrap_or(fallback_retry_after));
+            limited.retry_after = answered.retry_after;
             limited
         }
         _ => Problem::new(
@@ -92,73 +269,62 @@ pub(crate) fn status_problem(
     if problem.kind == ProblemKind::BadGateway {
         tracing::warn!(provider, status = code, "provider failed");
     }
-    problem = problem.from_provider(provider, Some(code));
-    problem
-}
-
-/// Whole seconds, rounded up, from a provider's `Retry-After` (seconds or HTTP date) or, failing that,
-/// its `X-RateLimit-Reset` (Unix seconds).
-pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<u64> {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    let until = |at: SystemTime| {
-        let wait = at.duration_since(now).unwrap_or_default();
-        wait.as_millis().div_ceil(1000).max(1) as u64
-    };
-    if let Some(value) = text("retry-after") {
-        if let Ok(seconds) = value.parse::<u64>() {
-            return Some(seconds.max(1));
-        }
-        if let Ok(at) = httpdate::parse_http_date(value) {
-            return Some(until(at));
-        }
-    }
-    let reset = text("x-ratelimit-reset")?.parse::<u64>().ok()?;
-    Some(until(UNIX_EPOCH + Duration::from_secs(reset)))
+    problem.from_provider(provider, Some(code))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn retry_after_reads_seconds_dates_and_resets() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let mut headers = HeaderMap::new();
-        assert_eq!(retry_after(&headers, now), None);
-        headers.insert("x-ratelimit-reset", HeaderValue::from_static("1700000042"));
-        assert_eq!(retry_after(&headers, now), Some(42));
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Tue, 14 Nov 2023 22:13:27 GMT"),
-        );
-        assert_eq!(retry_after(&headers, now), Some(7));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&headers, now), Some(3));
+    fn answered(status: u16, retry_after: Option<u64>) -> BoxError {
+        let failed = ProviderAnswered {
+            provider: "count",
+            status: StatusCode::from_u16(status).unwrap(),
+            message: None,
+            errors: Vec::new(),
+            retry_after,
+        };
+        Box::new(failed)
     }
 
     #[test]
     fn credentials_refused_upstream_are_a_502_never_a_401() {
-        let problem = status_problem(
-            "count",
-            StatusCode::UNAUTHORIZED,
-            &HeaderMap::new(),
-            None,
-            60,
-        );
+        let problem = problem(&*answered(401, None));
         assert_eq!(problem.status(), 502);
         assert_eq!(problem.upstream_status, Some(401));
-        let limited = status_problem(
-            "juice",
-            StatusCode::TOO_MANY_REQUESTS,
-            &HeaderMap::new(),
-            None,
-            60,
-        );
+        let limited = problem_of(answered(429, Some(60)));
         assert_eq!((limited.status(), limited.retry_after), (429, Some(60)));
+    }
+
+    fn problem_of(error: BoxError) -> Problem {
+        problem(&*error)
+    }
+
+    #[test]
+    fn a_cause_is_found_under_wrappers() {
+        let timeout = CallFailed {
+            provider: "juice",
+            source: Box::new(Elapsed::new()),
+        };
+        let wrapped: BoxError = Box::new(WithQuota {
+            headers: Default::default(),
+            source: Box::new(timeout),
+        });
+        let problem = problem_of(wrapped);
+        assert_eq!(problem.status(), 504);
+        assert_eq!(problem.provider.as_deref(), Some("juice"));
+        // A refusal of the budget inside an upstream call is the rate limit's 429, not a 502.
+        let refused = CallFailed {
+            provider: "juice",
+            source: Box::new(RateLimitError::Refused {
+                detail: "no room".into(),
+                retry_after: 7,
+            }),
+        };
+        let problem = problem_of(Box::new(refused));
+        assert_eq!((problem.status(), problem.retry_after), (429, Some(7)));
+        // Anything unforeseen is a 500 that says nothing of the inside.
+        let odd = problem_of("something odd".into());
+        assert_eq!((odd.status(), odd.detail.as_str()), (500, "internal error"));
     }
 }

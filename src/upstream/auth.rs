@@ -9,7 +9,10 @@
 //! - SparkLayer: a client-credentials token from `/api/auth/token`, cached until shortly before it expires
 //!   and fetched once however many calls wait for it; `Site-Id` on every call.
 
-use super::{signing, CallError, CallOptions, Response, Upstream};
+use super::{
+    signing, BoxError, BoxFuture, CallBudget, CredentialsRefused, Outbound, Response, Upstream,
+    UpstreamCall,
+};
 use crate::config::{AuthScheme, ProviderConfig, Secret};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
@@ -17,7 +20,84 @@ use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tower::{Service, ServiceExt};
+
+/// How a token call is sent: through the same budget, timeout and connections as every other call.
+type Sender<'a> = &'a (dyn Fn(Outbound) -> BoxFuture<Response> + Send + Sync);
+
+/// The authorizing layer's service: the outermost of a provider's client.
+#[derive(Clone)]
+pub struct Authorize<S> {
+    upstream: Arc<Upstream>,
+    inner: S,
+}
+
+impl<S> Authorize<S> {
+    pub fn new(upstream: Arc<Upstream>, inner: S) -> Authorize<S> {
+        Authorize { upstream, inner }
+    }
+}
+
+impl<S> Service<UpstreamCall> for Authorize<S>
+where
+    S: Service<Outbound, Response = Response, Error = BoxError> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Response>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Makes the call a dialect asked for, authenticated and signed; after an answer saying the token
+    /// expired, refreshes it once and makes the call again.
+    fn call(&mut self, call: UpstreamCall) -> Self::Future {
+        let upstream = self.upstream.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let send = |outbound: Outbound| -> BoxFuture<Response> {
+                Box::pin(inner.clone().oneshot(outbound))
+            };
+            let auth = &upstream.auth;
+            let request = &call.request;
+            let body = request.body.clone().unwrap_or_default();
+            let mut refreshed = false;
+            loop {
+                let credential = auth.credential(&upstream, &send, &call.budget).await?;
+                let mut http =
+                    upstream.request(request.method.clone(), &request.path, body.clone())?;
+                auth.authorize(
+                    &mut http,
+                    &request.path,
+                    &body,
+                    &credential,
+                    call.idempotency_key.as_ref(),
+                );
+                let response = send(Outbound {
+                    request: http,
+                    budget: call.budget.clone(),
+                })
+                .await?;
+                if !refreshed && auth.is_expired(&response) {
+                    tracing::debug!(
+                        provider = upstream.name,
+                        "access token expired; refreshing once"
+                    );
+                    auth.invalidate(&credential).await;
+                    refreshed = true;
+                    continue;
+                }
+                return Ok(response);
+            }
+        })
+    }
+}
+
+type Budget = Option<Arc<dyn CallBudget>>;
 
 const JUICE_ACCEPT: &str = "application/json;version=1";
 const COUNT_REFRESH_PATH: &str = "/refresh-user-access-token";
@@ -91,18 +171,19 @@ impl Auth {
     }
 
     /// The token to call with, obtaining or refreshing one first when needed (a call that spends from
-    /// `options`' budget like any other).
-    pub(super) async fn credential(
+    /// the budget like any other).
+    async fn credential(
         &self,
         upstream: &Upstream,
-        options: &CallOptions,
-    ) -> Result<Credential, CallError> {
+        send: Sender<'_>,
+        budget: &Budget,
+    ) -> Result<Credential, BoxError> {
         // The token flows are boxed: their futures (a refresh call, the token cache's) are kilobytes
         // that every call's future would otherwise carry, static keys included.
         match self {
             Auth::SweetSpot { .. } | Auth::Juice { .. } => Ok(Credential::default()),
-            Auth::Count(count) => Box::pin(count.access_token(upstream, options)).await,
-            Auth::SparkLayer(spark) => Box::pin(spark.token(upstream, options)).await,
+            Auth::Count(count) => Box::pin(count.access_token(upstream, send, budget)).await,
+            Auth::SparkLayer(spark) => Box::pin(spark.token(upstream, send, budget)).await,
         }
     }
 
@@ -125,13 +206,13 @@ impl Auth {
     }
 
     /// Adds the provider's credential headers (and signature) to a request about to be sent.
-    pub(super) fn authorize(
+    fn authorize(
         &self,
         request: &mut Request<Full<Bytes>>,
         path: &str,
         body: &[u8],
         credential: &Credential,
-        options: &CallOptions,
+        idempotency_key: Option<&HeaderValue>,
     ) {
         let headers = request.headers_mut();
         match self {
@@ -145,7 +226,7 @@ impl Auth {
             } => {
                 headers.insert(AUTHORIZATION, authorization.clone());
                 headers.insert(ACCEPT, HeaderValue::from_static(JUICE_ACCEPT));
-                if let (true, Some(key)) = (forward_idempotency_key, &options.idempotency_key) {
+                if let (true, Some(key)) = (forward_idempotency_key, idempotency_key) {
                     headers.insert(HeaderName::from_static("idempotency-key"), key.clone());
                 }
             }
@@ -167,7 +248,7 @@ impl Auth {
     }
 
     /// Whether a response says the token used has expired (and one refresh plus one retry may help).
-    pub(super) fn is_expired(&self, response: &Response) -> bool {
+    fn is_expired(&self, response: &Response) -> bool {
         match self {
             Auth::Count(_) => {
                 response.status == StatusCode::UNAUTHORIZED
@@ -183,7 +264,7 @@ impl Auth {
     }
 
     /// Forgets `credential` if it is still the current token, so the next call obtains a new one.
-    pub(super) async fn invalidate(&self, credential: &Credential) {
+    async fn invalidate(&self, credential: &Credential) {
         let Some(used) = &credential.token else {
             return;
         };
@@ -240,9 +321,9 @@ fn unix_now() -> u64 {
 }
 
 /// Reads the JSON body of a token answer, or explains why the provider refused.
-fn token_answer(provider: &str, response: Response) -> Result<Value, CallError> {
+fn token_answer(provider: &str, response: Response) -> Result<Value, CredentialsRefused> {
     if response.status.is_success() {
-        return serde_json::from_slice(&response.body).map_err(|_| CallError::Credentials {
+        return serde_json::from_slice(&response.body).map_err(|_| CredentialsRefused {
             upstream_status: Some(response.status.as_u16()),
             detail: format!("{provider} answered the token request with a body that is not JSON"),
         });
@@ -252,7 +333,7 @@ fn token_answer(provider: &str, response: Response) -> Result<Value, CallError> 
     } else {
         format!("{provider} refused patchbay's client credentials or refresh token")
     };
-    Err(CallError::Credentials {
+    Err(CredentialsRefused {
         upstream_status: Some(response.status.as_u16()),
         detail,
     })
@@ -314,13 +395,14 @@ impl CountAuth {
     async fn access_token(
         &self,
         upstream: &Upstream,
-        options: &CallOptions,
-    ) -> Result<Credential, CallError> {
+        send: Sender<'_>,
+        budget: &Budget,
+    ) -> Result<Credential, BoxError> {
         let mut tokens = self.tokens.lock().await;
         if let Some(token) = self.fresh(&tokens) {
             return Ok(Credential { token: Some(token) });
         }
-        self.refresh(upstream, &mut tokens, options).await?;
+        self.refresh(upstream, &mut tokens, send, budget).await?;
         Ok(Credential {
             token: tokens.access.as_ref().map(|(token, _)| token.clone()),
         })
@@ -330,22 +412,28 @@ impl CountAuth {
         &self,
         upstream: &Upstream,
         tokens: &mut CountTokens,
-        options: &CallOptions,
-    ) -> Result<(), CallError> {
+        send: Sender<'_>,
+        budget: &Budget,
+    ) -> Result<(), BoxError> {
         let body = Bytes::from(json!({ "refreshToken": tokens.refresh.expose() }).to_string());
         let mut request = upstream.request(Method::POST, COUNT_REFRESH_PATH, body.clone())?;
         request
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         self.sign(&mut request, COUNT_REFRESH_PATH, &body);
-        let answer = token_answer("count", upstream.send(request, options).await?)?;
+        let outbound = Outbound {
+            request,
+            budget: budget.clone(),
+        };
+        let answer = token_answer("count", send(outbound).await?)?;
         let data = answer.get("data").unwrap_or(&answer);
         let text = |key: &str| data.get(key).and_then(Value::as_str).map(str::to_owned);
         let (Some(access), Some(refresh)) = (text("accessToken"), text("refreshToken")) else {
-            return Err(CallError::Credentials {
+            return Err(CredentialsRefused {
                 upstream_status: None,
                 detail: "COUNT's token refresh answer has no accessToken/refreshToken".into(),
-            });
+            }
+            .into());
         };
         let expires =
             text("accessTokenExpiresAt").and_then(|at| humantime::parse_rfc3339_weak(&at).ok());
@@ -391,13 +479,14 @@ impl SparkLayerAuth {
     async fn token(
         &self,
         upstream: &Upstream,
-        options: &CallOptions,
-    ) -> Result<Credential, CallError> {
+        send: Sender<'_>,
+        budget: &Budget,
+    ) -> Result<Credential, BoxError> {
         let cached = self
             .token
-            .try_get_with((), self.fetch(upstream, options))
+            .try_get_with((), self.fetch(upstream, send, budget))
             .await
-            .map_err(|shared| (*shared).clone())?;
+            .map_err(|shared| -> BoxError { Box::new(SharedError(shared)) })?;
         Ok(Credential {
             token: Some(cached.token.clone()),
         })
@@ -406,8 +495,9 @@ impl SparkLayerAuth {
     async fn fetch(
         &self,
         upstream: &Upstream,
-        options: &CallOptions,
-    ) -> Result<Arc<CachedToken>, CallError> {
+        send: Sender<'_>,
+        budget: &Budget,
+    ) -> Result<Arc<CachedToken>, BoxError> {
         let body = Bytes::from(
             json!({
                 "grant_type": "client_credentials",
@@ -420,12 +510,17 @@ impl SparkLayerAuth {
         let headers = request.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(site_id_header(), header_text(&self.site_id));
-        let answer = token_answer("sparklayer", upstream.send(request, options).await?)?;
+        let outbound = Outbound {
+            request,
+            budget: budget.clone(),
+        };
+        let answer = token_answer("sparklayer", send(outbound).await?)?;
         let Some(token) = answer.get("access_token").and_then(Value::as_str) else {
-            return Err(CallError::Credentials {
+            return Err(CredentialsRefused {
                 upstream_status: None,
                 detail: "SparkLayer's token answer has no access_token".into(),
-            });
+            }
+            .into());
         };
         let expires_in = answer
             .get("expires_in")
@@ -439,5 +534,21 @@ impl SparkLayerAuth {
             token: Secret::new(token),
             lifetime,
         }))
+    }
+}
+
+/// One token fetch's failure, shared by every call that waited for it; the failure itself is its source.
+#[derive(Debug)]
+struct SharedError(Arc<BoxError>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&**self.0)
     }
 }

@@ -1,4 +1,5 @@
-//! Keep-alive connections to one provider, one idle list per serving runtime.
+//! Keep-alive connections to one provider for one serving runtime: the innermost service of the
+//! upstream stack.
 //!
 //! A request drives its connection itself, inside its own task: hyper's HTTP/1 connection future is
 //! polled together with the answer being read, so there is no connection task to wake and no hop
@@ -19,11 +20,11 @@ use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
-use tower_service::Service;
+use tower::Service;
 
 pub(super) type Connector = HttpsConnector<HttpConnector>;
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
@@ -142,29 +143,32 @@ impl Origin {
     }
 }
 
-/// The idle connections to one provider, one list per serving runtime, so that a connection is only
-/// ever driven by the runtime that opened it.
+/// One serving runtime's idle connections to one provider, so that a connection is only ever driven by
+/// the runtime that opened it. Each runtime builds its own.
 pub(super) struct Pool {
-    origin: Origin,
-    idle: Vec<Mutex<VecDeque<Box<Connection>>>>,
+    origin: Arc<Origin>,
+    connector: Connector,
+    handshake: http1::Builder,
+    idle: Mutex<VecDeque<Box<Connection>>>,
 }
 
 impl Pool {
-    pub fn new(origin: Origin, workers: usize) -> Pool {
+    pub fn new(origin: Arc<Origin>, connector: Connector) -> Pool {
         Pool {
             origin,
-            idle: (0..workers.max(1))
-                .map(|_| Mutex::new(VecDeque::new()))
-                .collect(),
+            connector,
+            handshake: http1::Builder::new(),
+            idle: Mutex::new(VecDeque::new()),
         }
     }
 
+    #[cfg(test)]
     pub fn origin(&self) -> &Origin {
         &self.origin
     }
 
-    fn list(&self, worker: usize) -> std::sync::MutexGuard<'_, VecDeque<Box<Connection>>> {
-        self.idle[worker % self.idle.len()]
+    fn list(&self) -> std::sync::MutexGuard<'_, VecDeque<Box<Connection>>> {
+        self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -172,22 +176,16 @@ impl Pool {
     /// Sends `request` (origin-form URI) on an idle connection of this runtime, or a new one, and reads
     /// the answer. A request found unsent on a connection the provider had closed is sent again on
     /// another; one that left is never repeated here.
-    pub async fn send(
-        &self,
-        connector: &Connector,
-        handshake: &http1::Builder,
-        worker: usize,
-        mut request: Request<Full<Bytes>>,
-    ) -> Result<Response, CallError> {
+    pub async fn send(&self, mut request: Request<Full<Bytes>>) -> Result<Response, CallError> {
         request.headers_mut().insert(HOST, self.origin.host.clone());
         loop {
-            let (mut connection, reused) = match self.checkout(worker).await {
+            let (mut connection, reused) = match self.checkout().await {
                 Some(connection) => (connection, true),
-                None => (self.connect(connector, handshake).await?, false),
+                None => (self.connect().await?, false),
             };
             match connection.exchange(request).await {
                 Ok(response) => {
-                    self.checkin(worker, connection).await;
+                    self.checkin(connection).await;
                     return Ok(response);
                 }
                 Err((_, Some(unsent))) if reused => request = unsent,
@@ -197,12 +195,12 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still open; closed and stale ones are dropped.
-    async fn checkout(&self, worker: usize) -> Option<Box<Connection>> {
+    async fn checkout(&self) -> Option<Box<Connection>> {
         loop {
-            let mut connection = self.list(worker).pop_back()?;
+            let mut connection = self.list().pop_back()?;
             if connection.idle_since.elapsed() >= IDLE_TIMEOUT {
                 // The rest of the list is older still.
-                self.list(worker).clear();
+                self.list().clear();
                 return None;
             }
             if poll_fn(|cx| Poll::Ready(connection.poll_reusable(cx))).await {
@@ -213,12 +211,12 @@ impl Pool {
 
     /// Back to the idle list when the connection can take another request (the provider did not close
     /// it with its answer); stale connections at the cold end are dropped meanwhile.
-    async fn checkin(&self, worker: usize, mut connection: Box<Connection>) {
+    async fn checkin(&self, mut connection: Box<Connection>) {
         if !poll_fn(|cx| Poll::Ready(connection.poll_reusable(cx))).await {
             return;
         }
         connection.idle_since = Instant::now();
-        let mut list = self.list(worker);
+        let mut list = self.list();
         while list
             .front()
             .is_some_and(|c| c.idle_since.elapsed() >= IDLE_TIMEOUT)
@@ -230,19 +228,15 @@ impl Pool {
         }
     }
 
-    /// Closes this runtime's connections that have been idle too long (called periodically, so that
-    /// a quiet gateway does not keep sockets its provider has long closed).
-    pub fn sweep(&self, worker: usize) {
-        self.list(worker)
+    /// Closes the connections that have been idle too long (called periodically, so that a quiet
+    /// gateway does not keep sockets its provider has long closed).
+    pub fn sweep(&self) {
+        self.list()
             .retain(|c| c.idle_since.elapsed() < IDLE_TIMEOUT);
     }
 
-    async fn connect(
-        &self,
-        connector: &Connector,
-        handshake: &http1::Builder,
-    ) -> Result<Box<Connection>, CallError> {
-        let mut connector = connector.clone();
+    async fn connect(&self) -> Result<Box<Connection>, CallError> {
+        let mut connector = self.connector.clone();
         let connect = async {
             poll_fn(|cx| connector.poll_ready(cx)).await?;
             connector.call(self.origin.connect.clone()).await
@@ -250,7 +244,8 @@ impl Pool {
         let io = connect
             .await
             .map_err(|error| CallError::Connect(error_chain(&*error)))?;
-        let (sender, io) = handshake
+        let (sender, io) = self
+            .handshake
             .handshake(io)
             .await
             .map_err(|error| CallError::Connect(error_chain(&error)))?;
@@ -266,10 +261,8 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::HttpClient;
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -352,20 +345,17 @@ mod tests {
             .unwrap()
     }
 
-    fn client() -> HttpClient {
-        HttpClient::new(Duration::from_secs(1), Duration::from_secs(5), 1)
+    fn pool(base_url: &str) -> Pool {
+        let origin = Arc::new(Origin::parse(base_url).unwrap());
+        Pool::new(origin, crate::upstream::connector(Duration::from_secs(1)))
     }
 
     #[tokio::test]
     async fn one_connection_carries_sequential_calls() {
         let (addr, seen) = provider(Mode::KeepAlive).await;
-        let client = client();
-        let pool = Pool::new(Origin::parse(&format!("http://{addr}/base/")).unwrap(), 1);
+        let pool = pool(&format!("http://{addr}/base/"));
         for _ in 0..20 {
-            let answer = pool
-                .send(&client.connector, &client.handshake, 0, put(&pool))
-                .await
-                .unwrap();
+            let answer = pool.send(put(&pool)).await.unwrap();
             assert_eq!(
                 (answer.status.as_u16(), &answer.body[..]),
                 (200, &b"{}"[..])
@@ -384,10 +374,9 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_provider_closed_costs_no_write() {
         let (addr, seen) = provider(Mode::CloseAfterAnswer).await;
-        let client = client();
-        let pool = Pool::new(Origin::parse(&format!("http://{addr}")).unwrap(), 1);
+        let pool = pool(&format!("http://{addr}"));
         for _ in 0..5 {
-            pool.send(&client.connector, &client.handshake, 0, put(&pool))
+            pool.send(put(&pool))
                 .await
                 .expect("a write after the provider closed its idle connection");
             // Let the provider's close arrive while the connection is idle.
@@ -400,12 +389,8 @@ mod tests {
     #[tokio::test]
     async fn a_write_that_left_is_not_repeated() {
         let (addr, seen) = provider(Mode::HangUp).await;
-        let client = client();
-        let pool = Pool::new(Origin::parse(&format!("http://{addr}")).unwrap(), 1);
-        let error = pool
-            .send(&client.connector, &client.handshake, 0, put(&pool))
-            .await
-            .unwrap_err();
+        let pool = pool(&format!("http://{addr}"));
+        let error = pool.send(put(&pool)).await.unwrap_err();
         assert!(matches!(error, CallError::Transport(_)), "{error:?}");
         assert_eq!(seen.requests.load(Ordering::SeqCst), 1);
     }

@@ -9,6 +9,7 @@
 //! at once and `wait` mode queues callers in order until their calls fit.
 
 mod headers;
+mod layer;
 mod local;
 mod queue;
 mod redis;
@@ -16,12 +17,12 @@ mod sliding_log;
 
 pub use self::redis::{RedisStore, StoreError};
 pub use headers::window_name;
+pub(crate) use layer::{RateLimitLayer, WithQuota};
 pub use local::{LocalStore, CAPACITY};
 pub use sliding_log::{Decision, Quota, SlidingLog, Verdict, WindowState};
 
-use crate::canonical::{Problem, ProblemKind};
 use crate::config::{LimitMode, ProviderRateLimit, Secret};
-use crate::upstream::{CallBudget, CallError};
+use crate::upstream::{BoxError, CallBudget};
 use hmac::{Hmac, Mac};
 use http::HeaderMap;
 use serde_json::{json, Value};
@@ -71,17 +72,31 @@ enum Reservation {
     Redis { id: String, calls: u32 },
 }
 
-/// A refused request: the problem to answer, and the quota as the refusal saw it (for the headers).
+/// Why the rate limit did not admit a request (or one more call of it).
+#[derive(Clone, Debug, thiserror::Error)]
+pub(crate) enum RateLimitError {
+    /// The quota has no room now; `retry_after` whole seconds from now it will.
+    #[error("{detail}")]
+    Refused { detail: String, retry_after: u64 },
+    /// The request needs more calls than a window of the quota holds: it can never be admitted.
+    #[error("this request needs {calls} upstream calls, more than providers.{provider}.rate_limit allows in one window")]
+    Exceeds { provider: &'static str, calls: u32 },
+    /// Redis did not answer and the settings say to fail closed.
+    #[error("shared rate-limit store unreachable")]
+    StoreUnavailable,
+}
+
+/// A refused request: why, and the quota as the refusal saw it (for the headers).
 pub(crate) struct Refusal {
-    pub problem: Problem,
+    pub error: RateLimitError,
     pub decision: Option<Decision>,
     retry_ms: Option<u64>,
 }
 
-impl From<Problem> for Refusal {
-    fn from(problem: Problem) -> Refusal {
+impl From<RateLimitError> for Refusal {
+    fn from(error: RateLimitError) -> Refusal {
         Refusal {
-            problem,
+            error,
             decision: None,
             retry_ms: None,
         }
@@ -174,13 +189,10 @@ impl RateLimiter {
             Verdict::Admitted => Ok((decision, reservation)),
             Verdict::Refused { retry_ms } => Err(self.refusal(decision, retry_ms, None)),
             Verdict::Exceeds => Err(Refusal {
-                problem: Problem::new(
-                    ProblemKind::ServiceUnavailable,
-                    format!(
-                        "this request needs {calls} upstream calls, more than providers.{}.rate_limit allows in one window",
-                        self.provider
-                    ),
-                ),
+                error: RateLimitError::Exceeds {
+                    provider: self.provider,
+                    calls,
+                },
                 decision: Some(decision),
                 retry_ms: None,
             }),
@@ -198,7 +210,7 @@ impl RateLimiter {
                 };
                 self.refusal(decision, retry_ms, Some(why))
             }
-            Err(problem) => problem.into(),
+            Err(error) => error.into(),
         }
     }
 
@@ -218,11 +230,12 @@ impl RateLimiter {
                 self.provider
             ),
         };
-        let mut problem = Problem::new(ProblemKind::RateLimited, detail);
-        // Whole seconds rounded up, so that a retry at that moment finds the calls' room free.
-        problem.retry_after = Some(retry_ms.div_ceil(1000).max(1));
         Refusal {
-            problem,
+            // Whole seconds rounded up, so that a retry at that moment finds the calls' room free.
+            error: RateLimitError::Refused {
+                detail,
+                retry_after: retry_ms.div_ceil(1000).max(1),
+            },
             decision: Some(decision),
             retry_ms: Some(retry_ms),
         }
@@ -238,18 +251,13 @@ impl RateLimiter {
         &self,
         error: &StoreError,
         fallback: &'a Option<Quota>,
-    ) -> Result<&'a Quota, Problem> {
+    ) -> Result<&'a Quota, RateLimitError> {
         tracing::warn!(provider = self.provider, %error, "rate-limit store failed");
-        fallback.as_ref().ok_or_else(|| {
-            Problem::new(
-                ProblemKind::ServiceUnavailable,
-                "shared rate-limit store unreachable",
-            )
-        })
+        fallback.as_ref().ok_or(RateLimitError::StoreUnavailable)
     }
 
     /// One decision that records the calls when they fit; `None` as reservation when nothing is logged.
-    async fn reserve(&self, calls: u32) -> Result<(Decision, Option<Reservation>), Problem> {
+    async fn reserve(&self, calls: u32) -> Result<(Decision, Option<Reservation>), RateLimitError> {
         let hold_ms = self.hold_ms(calls);
         let logged = calls > 0 && !self.quota.is_unlimited();
         let local = |store: &LocalStore, quota: &Quota| {
@@ -284,7 +292,7 @@ impl RateLimiter {
     }
 
     /// The quota as it stands, changing nothing.
-    pub async fn check(&self, calls: u32) -> Result<Decision, Problem> {
+    pub async fn check(&self, calls: u32) -> Result<Decision, RateLimitError> {
         match &self.store {
             Store::Local(store) => {
                 Ok(store.check(&self.fingerprint, &self.quota, calls, local_now()))
@@ -368,7 +376,7 @@ impl RateLimiter {
     }
 
     /// This credential in `GET /quotas`: fingerprint, windows and what is left in each.
-    pub async fn describe(&self) -> Result<Value, Problem> {
+    pub async fn describe(&self) -> Result<Value, RateLimitError> {
         let decision = self.check(0).await?;
         let windows: Vec<Value> = decision
             .windows
@@ -445,7 +453,7 @@ impl Admission {
         }
     }
 
-    async fn spend_one(&self) -> Result<(), CallError> {
+    async fn spend_one(&self) -> Result<(), BoxError> {
         if self.sent.fetch_add(1, Ordering::AcqRel) < self.planned
             || self.limiter.quota.is_unlimited()
         {
@@ -455,7 +463,7 @@ impl Admission {
             .limiter
             .attempt(1)
             .await
-            .map_err(|refusal| CallError::Refused(Box::new(refusal.problem)))?;
+            .map_err(|refusal| refusal.error)?;
         lock(&self.unplanned).extend(reservation);
         *lock(&self.decision) = decision;
         Ok(())
@@ -467,7 +475,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl CallBudget for Admission {
-    fn spend(&self) -> Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + '_>> {
+    fn spend(&self) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + '_>> {
         Box::pin(self.spend_one())
     }
 }

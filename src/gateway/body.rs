@@ -1,0 +1,97 @@
+//! Checks 6–7: a PATCH body of at most `server.body_limit_bytes` (413, refused before reading when its
+//! length is declared), holding one UTF-8 JSON object without duplicate keys (400). A GET's body is
+//! not read.
+
+use super::request::read_body;
+use super::route::Routed;
+use super::{BoxError, BoxFuture};
+use crate::canonical::parse_object;
+use bytes::Bytes;
+use http::Method;
+use serde_json::{Map, Value};
+use std::task::{Context, Poll};
+use tower::{Layer, Service, ServiceExt};
+
+/// The body, as patchbay reads it: too large, cut short, or not one JSON object.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("the body is larger than the {limit}-byte limit (server.body_limit_bytes)")]
+    TooLarge { limit: usize },
+    #[error("the request body could not be read: {0}")]
+    Unreadable(String),
+    #[error("{0}")]
+    NotAJsonObject(String),
+}
+
+/// A routed request's body once read: the JSON object of a PATCH, nothing for a GET.
+pub(crate) type JsonBody = Option<Map<String, Value>>;
+
+#[derive(Clone, Copy)]
+pub(crate) struct JsonBodyLayer {
+    limit: usize,
+}
+
+impl JsonBodyLayer {
+    pub fn new(limit: usize) -> JsonBodyLayer {
+        JsonBodyLayer { limit }
+    }
+}
+
+impl<S> Layer<S> for JsonBodyLayer {
+    type Service = ReadJsonBody<S>;
+
+    fn layer(&self, inner: S) -> ReadJsonBody<S> {
+        ReadJsonBody {
+            limit: self.limit,
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct ReadJsonBody<S> {
+    limit: usize,
+    inner: S,
+}
+
+impl<S, B> Service<Routed<B>> for ReadJsonBody<S>
+where
+    S: Service<Routed<JsonBody>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<S::Response>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Routed<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        let limit = self.limit;
+        Box::pin(async move {
+            let Routed {
+                head,
+                body,
+                provider,
+                id,
+            } = request;
+            let object = if head.method == Method::PATCH {
+                let bytes = read_body(&head.headers, body, limit).await?;
+                Some(parse_object(&bytes).map_err(BodyError::NotAJsonObject)?)
+            } else {
+                None
+            };
+            let routed = Routed {
+                head,
+                body: object,
+                provider,
+                id,
+            };
+            inner.oneshot(routed).await
+        })
+    }
+}

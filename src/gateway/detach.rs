@@ -1,0 +1,59 @@
+//! Detach: a write that serialises with others of its customer runs as its own task, so that a caller
+//! who hangs up cannot cut it short. Dropped halfway, it could release the customer's lock with its
+//! write still in flight, and a concurrent read-merge-write would then read a record about to change.
+//! Reads and writes that hold no lock stay in the caller's task: cut short, they leave nothing
+//! half-guarded.
+
+use super::customer::{Answer, CustomerCall};
+use super::{BoxError, BoxFuture};
+use futures_util::future::Either;
+use std::task::{Context, Poll};
+use tower::{Layer, Service, ServiceExt};
+
+/// The detached write's task ended without an answer (it panicked).
+#[derive(Debug, thiserror::Error)]
+#[error("a write task failed: {0}")]
+pub(crate) struct WriteTaskFailed(String);
+
+#[derive(Clone, Copy, Default)]
+pub(crate) struct DetachLayer;
+
+impl<S> Layer<S> for DetachLayer {
+    type Service = Detach<S>;
+
+    fn layer(&self, inner: S) -> Detach<S> {
+        Detach { inner }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Detach<S> {
+    inner: S,
+}
+
+impl<S> Service<CustomerCall> for Detach<S>
+where
+    S: Service<CustomerCall, Response = Answer, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Answer;
+    type Error = BoxError;
+    type Future = Either<S::Future, BoxFuture<Answer>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: CustomerCall) -> Self::Future {
+        if !call.serialises() {
+            return Either::Left(self.inner.call(call));
+        }
+        let task = tokio::spawn(self.inner.clone().oneshot(call));
+        Either::Right(Box::pin(async move {
+            task.await.unwrap_or_else(|error| {
+                tracing::error!(%error, "a write task failed");
+                Err(WriteTaskFailed(error.to_string()).into())
+            })
+        }))
+    }
+}

@@ -1,0 +1,134 @@
+//! Checks 1–3: the path names a customer of a known provider (404), that provider has credentials
+//! (503), the method is GET or PATCH (405), and the id is one the provider could have (400). What passes
+//! goes on as a [`Routed`] request: the caller's head and body, the provider, the id as sent upstream.
+
+use super::customer::Provider;
+use super::request::customer_path;
+use super::BoxError;
+use futures_util::future::Either;
+use http::request::Parts;
+use http::{Method, Request};
+use std::future::{ready, Ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+
+/// Why a request names no customer this gateway can serve.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RouteError {
+    #[error("no such route: the API is GET and PATCH /customers/{{provider}}:{{id}}")]
+    NoRoute,
+    #[error("unknown provider; use one of: {0}")]
+    UnknownProvider(String),
+    #[error("provider not configured: set providers.{provider}.{missing} (or enable the sandbox)")]
+    NotConfigured {
+        provider: &'static str,
+        missing: String,
+    },
+    #[error("{0} is not supported here: use GET or PATCH")]
+    Method(Method),
+    #[error("{0} is not supported here: use GET")]
+    OnlyGet(Method),
+    #[error("invalid {provider} id: {message}")]
+    InvalidId {
+        provider: &'static str,
+        message: String,
+    },
+}
+
+/// A request that names a customer: the caller's head, its body, and which customer.
+pub(crate) struct Routed<B> {
+    pub head: Parts,
+    pub body: B,
+    pub provider: Arc<Provider>,
+    /// The id as the provider is sent it (e.g. a lower-cased UUID).
+    pub id: String,
+}
+
+/// The routing layer: the gateway's providers, in the order of the route's error message.
+#[derive(Clone)]
+pub(crate) struct RouteLayer {
+    providers: Arc<[Arc<Provider>]>,
+}
+
+impl RouteLayer {
+    pub fn new(providers: Arc<[Arc<Provider>]>) -> RouteLayer {
+        RouteLayer { providers }
+    }
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = Route<S>;
+
+    fn layer(&self, inner: S) -> Route<S> {
+        Route {
+            providers: self.providers.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Route<S> {
+    providers: Arc<[Arc<Provider>]>,
+    inner: S,
+}
+
+impl<S> Route<S> {
+    fn route<B>(&self, request: Request<B>) -> Result<Routed<B>, RouteError> {
+        let (head, body) = request.into_parts();
+        let target = customer_path(head.uri.path()).ok_or(RouteError::NoRoute)?;
+        let provider = self
+            .providers
+            .iter()
+            .find(|p| p.name() == target.provider)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.providers.iter().map(|p| p.name()).collect();
+                RouteError::UnknownProvider(names.join(", "))
+            })?;
+        let name = provider.name();
+        tracing::Span::current().record("provider", name);
+        if provider.upstream.is_none() {
+            return Err(RouteError::NotConfigured {
+                provider: name,
+                missing: provider.missing.join(", "),
+            });
+        }
+        if head.method != Method::GET && head.method != Method::PATCH {
+            return Err(RouteError::Method(head.method));
+        }
+        let id = target
+            .id
+            .and_then(|raw| provider.dialect.parse_id(&raw))
+            .map_err(|message| RouteError::InvalidId {
+                provider: name,
+                message,
+            })?;
+        Ok(Routed {
+            head,
+            body,
+            provider: provider.clone(),
+            id,
+        })
+    }
+}
+
+impl<S, B> Service<Request<B>> for Route<S>
+where
+    S: Service<Routed<B>, Error = BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Either<Ready<Result<S::Response, BoxError>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        match self.route(request) {
+            Ok(routed) => Either::Right(self.inner.call(routed)),
+            Err(error) => Either::Left(ready(Err(error.into()))),
+        }
+    }
+}

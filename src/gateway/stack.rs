@@ -1,0 +1,151 @@
+//! The request path, top to bottom, in one function: read [`stack`] to see the order of the checks.
+//! Layers listed first are outermost; a request passes them in order and the first that fails answers.
+//! Nothing reaches a provider before the last service.
+
+use super::body::JsonBodyLayer;
+use super::content::ContentTypeLayer;
+use super::customer::{Answer, CustomerCall, CustomerService};
+use super::detach::DetachLayer;
+use super::locks::CustomerLockLayer;
+use super::quotas::QuotasLayer;
+use super::rate_limit::RateLimitLayer;
+use super::rescue::{self, RescueLayer};
+use super::route::RouteLayer;
+use super::validate::ValidateLayer;
+use super::{BoxError, Gateway};
+use crate::upstream::Client;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
+use http::{Request, Response};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::{Service, ServiceBuilder};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+/// The canonical API for one serving runtime: `gateway`'s shared providers, and `clients`, this
+/// runtime's own upstream clients (one per provider, `None` for a disabled one).
+pub fn stack<B>(
+    gateway: &Gateway,
+    clients: Arc<[Option<Client>]>,
+) -> impl Service<
+    Request<B>,
+    Response = Response<impl http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + 'static
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    over(gateway, CustomerService::new(clients))
+}
+
+/// The stack over `customers`, its innermost service (check 11); tests put their own there.
+pub(crate) fn over<B, S>(
+    gateway: &Gateway,
+    customers: S,
+) -> impl Service<
+    Request<B>,
+    Response = Response<impl http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + 'static
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    S: Service<CustomerCall, Response = Answer, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let shared = &gateway.inner;
+    ServiceBuilder::new()
+        // Credentials in the caller's headers are marked sensitive before anything below can log them.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            AUTHORIZATION,
+            PROXY_AUTHORIZATION,
+            COOKIE,
+        ]))
+        .layer(SetSensitiveResponseHeadersLayer::new([SET_COOKIE]))
+        // The caller's `X-Request-Id`, or a new UUID, set before the span that records it.
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // One span per request: method, route, provider, status, latency; never bodies or headers.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(on_response)
+                .on_failure(()),
+        )
+        // The request id on every answer, panics and problems included: outside both.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // A panic below answers 500 problem+json; the connection and the process keep serving.
+        .layer(CatchPanicLayer::custom(rescue::panicked))
+        // The rescue: every error below becomes its problem+json answer here, and only here.
+        .layer(RescueLayer)
+        // `GET /quotas`: every limited credential and what is left in its windows.
+        .layer(QuotasLayer::new(shared.providers.clone()))
+        // The canonical customer as JSON, with the lenient and rate-limit headers layers added.
+        .map_response(Answer::into_response)
+        // Checks 1–3: a customer path of a known (404), configured (503) provider, GET or PATCH
+        // (405), an id the provider could have (400).
+        .layer(RouteLayer::new(shared.providers.clone()))
+        // Check 4, caller authentication, is not in this version: listen on loopback only.
+        // Check 5: a PATCH body in a JSON media type (415).
+        .layer(ContentTypeLayer)
+        // Checks 6–7: at most `server.body_limit_bytes` (413) of one JSON object (400).
+        .layer(JsonBodyLayer::new(shared.body_limit))
+        // Checks 8–9: a valid canonical patch, of what this provider can store (422; lenient skips).
+        .layer(ValidateLayer::new(shared.names.clone()))
+        // A serialised write runs to its end, lock held, even if its caller hangs up.
+        .layer(DetachLayer)
+        // One read-merge-write of a customer at a time, so no update is lost.
+        .layer(CustomerLockLayer)
+        // Check 10: the calls it plans reserved in the credential's quota (429); none before.
+        .layer(RateLimitLayer)
+        // Check 11: read, merge, write, and the provider's answer translated back.
+        .service(customers)
+}
+
+/// The request's span. Its `provider` is recorded once the route knows it.
+fn request_span<B>(request: &Request<B>) -> Span {
+    let path = request.uri().path();
+    let route = match path {
+        "/quotas" => "/quotas",
+        _ if path.starts_with("/customers/") => "/customers/{provider}:{id}",
+        _ => "unknown",
+    };
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        request_id,
+        provider = tracing::field::Empty,
+        status = tracing::field::Empty,
+        latency_us = tracing::field::Empty,
+    )
+}
+
+fn on_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
+    span.record("status", response.status().as_u16());
+    span.record("latency_us", latency.as_micros() as u64);
+    tracing::debug!(
+        status = response.status().as_u16(),
+        latency_us = latency.as_micros() as u64,
+        "request"
+    );
+}

@@ -1,0 +1,123 @@
+//! Checks 8–9: the body is a valid canonical patch, every bad field named at once, and names only what
+//! the provider can store and clear (422); with `Prefer: handling=lenient` what it cannot is skipped
+//! instead. What passes goes on as a [`CustomerCall`]: `{}`, or nothing left once skipped, is a read.
+
+use super::body::JsonBody;
+use super::customer::{CustomerCall, Op};
+use super::request::prefers_lenient;
+use super::route::Routed;
+use super::BoxError;
+use crate::canonical::{CustomerPatch, FieldError};
+use futures_util::future::Either;
+use serde_json::Value;
+use std::future::{ready, Ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::{Layer, Service};
+
+/// The patch is not one this provider can apply: every bad field, by canonical path.
+#[derive(Debug, thiserror::Error)]
+#[error("the patch is invalid")]
+pub(crate) struct Invalid {
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Clone)]
+pub(crate) struct ValidateLayer {
+    /// Every provider's name: `provider_fields` may only name these.
+    names: Arc<[&'static str]>,
+}
+
+impl ValidateLayer {
+    pub fn new(names: Arc<[&'static str]>) -> ValidateLayer {
+        ValidateLayer { names }
+    }
+}
+
+impl<S> Layer<S> for ValidateLayer {
+    type Service = Validate<S>;
+
+    fn layer(&self, inner: S) -> Validate<S> {
+        Validate {
+            names: self.names.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Validate<S> {
+    names: Arc<[&'static str]>,
+    inner: S,
+}
+
+impl<S> Validate<S> {
+    fn validate(&self, request: Routed<JsonBody>) -> Result<CustomerCall, Invalid> {
+        let Routed {
+            head,
+            body,
+            provider,
+            id,
+        } = request;
+        let idempotency_key = head.headers.get("idempotency-key").cloned();
+        let Some(object) = body else {
+            return Ok(CustomerCall {
+                provider,
+                id,
+                op: Op::Read,
+                idempotency_key,
+                lenient: None,
+                budget: None,
+            });
+        };
+        let name = provider.name();
+        let reserved = match object.get("provider_fields").and_then(|p| p.get(name)) {
+            Some(Value::Object(fields)) => provider.dialect.check_provider_fields(fields),
+            _ => Vec::new(),
+        };
+        let patch = match CustomerPatch::parse(object, name, &self.names) {
+            Ok(patch) if reserved.is_empty() => patch,
+            Ok(_) => return Err(Invalid { errors: reserved }),
+            Err(mut errors) => {
+                errors.extend(reserved);
+                return Err(Invalid { errors });
+            }
+        };
+        let lenient = prefers_lenient(&head.headers);
+        let (patch, skipped) = patch
+            .restrict(provider.dialect.capabilities(), name, lenient)
+            .map_err(|errors| Invalid { errors })?;
+        let op = match patch.is_empty() {
+            true => Op::Read,
+            false => Op::Write(Box::new(patch)),
+        };
+        Ok(CustomerCall {
+            provider,
+            id,
+            op,
+            idempotency_key,
+            lenient: lenient.then_some(skipped),
+            budget: None,
+        })
+    }
+}
+
+impl<S> Service<Routed<JsonBody>> for Validate<S>
+where
+    S: Service<CustomerCall, Error = BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Either<Ready<Result<S::Response, BoxError>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Routed<JsonBody>) -> Self::Future {
+        match self.validate(request) {
+            Ok(call) => Either::Right(self.inner.call(call)),
+            Err(error) => Either::Left(ready(Err(error.into()))),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! RetryGet: a GET that failed on the connection (nothing answered) is sent once more, since reading
+//! twice changes nothing. A write is never repeated here: it may have reached the provider.
+
+use super::{BoxError, BoxFuture, CallError, Outbound, Response};
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::Full;
+use std::task::{Context, Poll};
+use tower::{Service, ServiceExt};
+
+/// The retrying layer's service.
+#[derive(Clone)]
+pub struct RetryGet<S> {
+    inner: S,
+}
+
+impl<S> RetryGet<S> {
+    pub fn new(inner: S) -> RetryGet<S> {
+        RetryGet { inner }
+    }
+}
+
+impl<S> Service<Outbound> for RetryGet<S>
+where
+    S: Service<Outbound, Response = Response, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Response>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, outbound: Outbound) -> Self::Future {
+        let inner = self.inner.clone();
+        if outbound.request.method() != Method::GET {
+            return Box::pin(inner.oneshot(outbound));
+        }
+        Box::pin(async move {
+            let again = Outbound {
+                request: copy(&outbound.request),
+                budget: outbound.budget.clone(),
+            };
+            match inner.clone().oneshot(outbound).await {
+                Err(error) if error.is::<CallError>() => inner.oneshot(again).await,
+                other => other,
+            }
+        })
+    }
+}
+
+/// A GET's request again: method, URI, headers and (empty) body.
+fn copy(request: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut again = Request::new(request.body().clone());
+    *again.method_mut() = request.method().clone();
+    *again.uri_mut() = request.uri().clone();
+    *again.headers_mut() = request.headers().clone();
+    again
+}
