@@ -515,7 +515,10 @@ fn the_redis_script_keeps_the_laws_over_three_days_of_bursts() {
     let runtime = runtime();
     let store = RedisStore::new(&server.url(), Duration::from_secs(2));
     for seed in [1, 2, 3] {
-        assert!(bursts_overfill_a_day(seed), "seed {seed} never asks for a full day");
+        assert!(
+            bursts_overfill_a_day(seed),
+            "seed {seed} never asks for a full day"
+        );
         let quota = juice();
         let mut shared = Shared::new(&server, &store, &runtime, quota.clone());
         let admitted = bursts(&mut shared, seed, 3 * DAY, true);
