@@ -1,9 +1,10 @@
 //! The process: start the sandbox when enabled and point the providers at it, build the gateway, listen,
 //! and serve until shutdown. Tests start the same thing in-process with [`start`].
 
-use crate::config::{Config, Secret};
+use crate::config::Config;
 use crate::gateway::{serve, Gateway};
-use crate::sandbox::{credentials as demo, Sandbox};
+use crate::providers;
+use crate::sandbox::Sandbox;
 use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
@@ -126,26 +127,14 @@ fn spawn_worker(
 
 /// Points every provider's base URL and credentials at the sandbox.
 pub fn use_sandbox(config: &mut Config, sandbox: &Sandbox) {
-    for (name, provider) in config.providers.iter_mut() {
-        if let Some(url) = sandbox.base_url(name) {
-            provider.base_url = url;
+    for provider in providers::all() {
+        let Some(settings) = config.providers.get_mut(provider.name()) else {
+            continue;
+        };
+        if let Some(url) = sandbox.base_url(provider.name()) {
+            settings.base_url = url;
         }
-        match name.as_str() {
-            "sweetspot" => provider.api_key = Some(Secret::new(demo::SWEETSPOT_API_KEY)),
-            "juice" => provider.api_key = Some(Secret::new(demo::JUICE_API_KEY)),
-            "count" => {
-                provider.client_id = Some(demo::COUNT_CLIENT_ID.to_owned());
-                provider.client_secret = Some(Secret::new(demo::COUNT_CLIENT_SECRET));
-                provider.access_token = Some(Secret::new(demo::COUNT_ACCESS_TOKEN));
-                provider.refresh_token = Some(Secret::new(demo::COUNT_REFRESH_TOKEN));
-            }
-            "sparklayer" => {
-                provider.site_id = Some(demo::SPARKLAYER_SITE_ID.to_owned());
-                provider.client_id = Some(demo::SPARKLAYER_CLIENT_ID.to_owned());
-                provider.client_secret = Some(Secret::new(demo::SPARKLAYER_CLIENT_SECRET));
-            }
-            _ => {}
-        }
+        provider.use_demo_credentials(settings);
     }
 }
 

@@ -1,43 +1,25 @@
 //! Configuration: `config/default.toml` (or `--config FILE`), then `PATCHBAY_…` environment variables with
 //! `__` between levels. Loaded once at start-up; every problem is reported at once.
 
+use crate::providers;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
+
+pub use crate::providers::settings::{
+    AuthScheme, LimitMode, ProviderConfig, ProviderRateLimit, Secret, Window,
+};
 use std::path::Path;
-
-/// A credential. Its `Debug` and `Display` never show the value, so it cannot leak into logs.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: Server,
     pub sandbox: Sandbox,
-    /// Keyed by provider name (`sweetspot`, `count`, `juice`, `sparklayer`).
+    /// Keyed by provider name, as in the canonical path.
     pub providers: BTreeMap<String, ProviderConfig>,
     pub rate_limit: RateLimitStore,
 }
@@ -97,71 +79,6 @@ impl Default for Sandbox {
     }
 }
 
-/// How the Juice key is sent: `Authorization: Bearer <key>` (the seed page) or `Authorization: <key>`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthScheme {
-    #[default]
-    Bearer,
-    Raw,
-}
-
-/// One provider's settings. Which credential keys apply depends on the provider (see [`credential_keys`]).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProviderConfig {
-    pub base_url: String,
-    pub api_key: Option<Secret>,
-    pub auth_scheme: AuthScheme,
-    pub client_id: Option<String>,
-    pub client_secret: Option<Secret>,
-    pub access_token: Option<Secret>,
-    pub refresh_token: Option<Secret>,
-    pub site_id: Option<String>,
-    /// Juice: pass the caller's `Idempotency-Key` on.
-    pub forward_idempotency_key: bool,
-    /// COUNT: refresh the access token this long before `accessTokenExpiresAt`.
-    pub refresh_before_expiry_s: u64,
-    /// SparkLayer: treat a token as expired this long before `expires_in` says.
-    pub token_leeway_s: u64,
-    pub rate_limit: ProviderRateLimit,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Window {
-    pub limit: u32,
-    pub seconds: u64,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LimitMode {
-    #[default]
-    Reject,
-    Wait,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProviderRateLimit {
-    pub windows: Vec<Window>,
-    pub mode: LimitMode,
-    pub max_wait_ms: u64,
-    pub max_queue: usize,
-}
-
-impl Default for ProviderRateLimit {
-    fn default() -> ProviderRateLimit {
-        ProviderRateLimit {
-            windows: Vec::new(),
-            mode: LimitMode::Reject,
-            max_wait_ms: 10_000,
-            max_queue: 64,
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
@@ -200,65 +117,27 @@ impl Default for RateLimitStore {
     }
 }
 
-/// The credential keys each provider reads; the other credential keys are refused for it.
+/// The provider-specific keys `provider` reads; the other providers' keys are refused for it.
 pub fn credential_keys(provider: &str) -> &'static [&'static str] {
-    match provider {
-        "sweetspot" => &["api_key"],
-        "count" => &[
-            "client_id",
-            "client_secret",
-            "access_token",
-            "refresh_token",
-            "refresh_before_expiry_s",
-        ],
-        "juice" => &["api_key", "auth_scheme", "forward_idempotency_key"],
-        "sparklayer" => &["site_id", "client_id", "client_secret", "token_leeway_s"],
-        _ => &[],
-    }
+    providers::all()
+        .iter()
+        .find(|p| p.name() == provider)
+        .map_or(&[], |p| p.settings_keys())
 }
 
-/// A provider-specific setting: one that some provider's [`credential_keys`] lists.
+/// A provider-specific setting: one that some provider reads.
 fn is_provider_specific(key: &str) -> bool {
-    ["sweetspot", "count", "juice", "sparklayer"]
+    providers::all()
         .iter()
-        .any(|provider| credential_keys(provider).contains(&key))
+        .any(|provider| provider.settings_keys().contains(&key))
 }
 
 impl Default for Config {
     fn default() -> Config {
-        let provider = |base_url: &str, windows: Vec<Window>| ProviderConfig {
-            base_url: base_url.to_owned(),
-            forward_idempotency_key: true,
-            refresh_before_expiry_s: 60,
-            token_leeway_s: 60,
-            rate_limit: ProviderRateLimit {
-                windows,
-                ..ProviderRateLimit::default()
-            },
-            ..ProviderConfig::default()
-        };
-        let per = |limit, seconds| Window { limit, seconds };
-        let providers = BTreeMap::from([
-            (
-                "sweetspot".to_owned(),
-                provider("https://api.thesweetspot.com", vec![]),
-            ),
-            (
-                "count".to_owned(),
-                provider("https://api.getcount.com/partners", vec![per(100, 60)]),
-            ),
-            (
-                "juice".to_owned(),
-                provider(
-                    "https://api.spendjuice.com",
-                    vec![per(10, 60), per(1000, 86_400)],
-                ),
-            ),
-            (
-                "sparklayer".to_owned(),
-                provider("https://app.sparklayer.io", vec![]),
-            ),
-        ]);
+        let providers = providers::all()
+            .iter()
+            .map(|provider| (provider.name().to_owned(), provider.defaults()))
+            .collect();
         Config {
             server: Server::default(),
             sandbox: Sandbox::default(),
@@ -407,30 +286,13 @@ impl Config {
 
     /// Providers without the credentials they need (sandbox off): disabled, answering 503.
     pub fn missing_credentials(&self, name: &str) -> Vec<&'static str> {
-        let Some(p) = self.providers.get(name) else {
+        let (Some(settings), Some(provider)) = (
+            self.providers.get(name),
+            providers::all().into_iter().find(|p| p.name() == name),
+        ) else {
             return vec![];
         };
-        let mut missing = Vec::new();
-        let mut need = |present: bool, key: &'static str| {
-            if !present {
-                missing.push(key);
-            }
-        };
-        match name {
-            "sweetspot" | "juice" => need(p.api_key.is_some(), "api_key"),
-            "count" => {
-                need(p.client_id.is_some(), "client_id");
-                need(p.client_secret.is_some(), "client_secret");
-                need(p.refresh_token.is_some(), "refresh_token");
-            }
-            "sparklayer" => {
-                need(p.site_id.is_some(), "site_id");
-                need(p.client_id.is_some(), "client_id");
-                need(p.client_secret.is_some(), "client_secret");
-            }
-            _ => {}
-        }
-        missing
+        provider.credentials(settings).err().unwrap_or_default()
     }
 }
 

@@ -64,12 +64,13 @@ async fn run(config_file: Option<PathBuf>) -> Result<(), Box<dyn std::error::Err
     let addr = running.addr();
     tracing::info!(%addr, sandbox, "patchbay ready");
     if sandbox {
+        let (path, patch) = (patchbay::sandbox::TRY_PATH, patchbay::sandbox::TRY_PATCH);
         println!("patchbay is listening on http://{addr} in front of the sandbox. Try:\n");
-        println!("  curl -s http://{addr}/customers/juice:6f7e1e7f-93d1-4fcc-b7a4-738f869615c8\n");
+        println!("  curl -s http://{addr}{path}\n");
         println!(
-            "  curl -s -X PATCH http://{addr}/customers/juice:6f7e1e7f-93d1-4fcc-b7a4-738f869615c8 \\\n    \
+            "  curl -s -X PATCH http://{addr}{path} \\\n    \
              -H 'Content-Type: application/merge-patch+json' \\\n    \
-             -d '{{\"phone\": \"+234 801 234 5679\", \"billing_address\": {{\"city\": \"Lagos\"}}}}'\n"
+             -d '{patch}'\n"
         );
     }
     shutdown_signal().await;
@@ -80,9 +81,15 @@ async fn run(config_file: Option<PathBuf>) -> Result<(), Box<dyn std::error::Err
 
 async fn sandbox(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     let sandbox = Sandbox::start(listen).await?;
-    for provider in ["sweetspot", "count", "juice", "sparklayer"] {
-        if let Some(url) = sandbox.base_url(provider) {
-            println!("{provider:<11} {url}");
+    // What another gateway needs to use these emulators: each provider's base URL and the demo
+    // credentials it accepts, as settings.
+    for provider in patchbay::providers::all() {
+        let name = provider.name();
+        if let Some(url) = sandbox.base_url(name) {
+            println!("{name:<11} base_url      {url}");
+            for (key, value) in provider.demo_credentials() {
+                println!("{:<11} {key:<13} {value}", "");
+            }
         }
     }
     println!("control API  http://{}/_control", sandbox.addr());

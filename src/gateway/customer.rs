@@ -7,7 +7,7 @@ use super::locks::KeyedLocks;
 use super::rate_limit::RateLimiter;
 use super::{BoxError, BoxFuture};
 use crate::canonical::{Customer, CustomerPatch, FieldError};
-use crate::providers::{Dialect, Record, UpstreamRequest};
+use crate::providers::{Provider, Record, UpstreamRequest};
 use crate::upstream::{CallBudget, Client, Response, Upstream, UpstreamCall};
 use bytes::Bytes;
 use http::header::{HeaderName, CONTENT_TYPE};
@@ -20,10 +20,10 @@ use std::time::SystemTime;
 use tower::{Service, ServiceExt};
 
 /// One provider, as every serving runtime shares it: dialect, credentials, rate limiter and locks.
-pub(crate) struct Provider {
+pub(crate) struct ProviderRuntime {
     /// Its place among the gateway's providers, and so among each runtime's clients.
     pub index: usize,
-    pub dialect: Box<dyn Dialect>,
+    pub dialect: Box<dyn Provider>,
     /// `None`: no credentials and no sandbox, so the provider answers 503.
     pub upstream: Option<Arc<Upstream>>,
     /// The credential's rate limit (present with the upstream).
@@ -31,14 +31,14 @@ pub(crate) struct Provider {
     /// Settings that would enable a disabled provider, for its 503.
     pub missing: Vec<&'static str>,
     pub locks: KeyedLocks,
-    /// Ids the caller used that are not the record's primary id (SparkLayer external ids), learned from
+    /// Ids the caller used that are not the record's primary id (external ids), learned from
     /// answers, so that both names of one customer share one lock.
     pub aliases: moka::sync::Cache<String, String>,
     /// `Retry-After` for a provider 429 that names no time: the shortest configured window, else 60.
     pub fallback_retry_after: u64,
 }
 
-impl Provider {
+impl ProviderRuntime {
     pub fn name(&self) -> &'static str {
         self.dialect.name()
     }
@@ -59,7 +59,7 @@ pub(crate) enum Op {
 
 /// A request past the checks: which customer, what to do, and what its upstream calls carry.
 pub(crate) struct CustomerCall {
-    pub provider: Arc<Provider>,
+    pub provider: Arc<ProviderRuntime>,
     pub id: String,
     pub op: Op,
     pub idempotency_key: Option<HeaderValue>,
@@ -141,7 +141,7 @@ pub(crate) struct NotARecord {
     pub status: StatusCode,
 }
 
-/// The merged record is one the provider would refuse (e.g. a SparkLayer address without a city).
+/// The merged record is one the provider would refuse (e.g. an address without a city).
 #[derive(Debug, thiserror::Error)]
 #[error("the merged {provider} record is invalid")]
 pub(crate) struct MergeRefused {
@@ -204,7 +204,7 @@ impl Service<CustomerCall> for CustomerService {
 
 /// One request's calls to its provider.
 struct Flow<'a> {
-    provider: &'a Provider,
+    provider: &'a ProviderRuntime,
     client: Client,
     idempotency_key: Option<HeaderValue>,
     budget: Option<Arc<dyn CallBudget>>,

@@ -25,7 +25,7 @@ pub use stack::stack;
 use crate::config::{Backend, Config, OnStoreError};
 use crate::providers;
 use crate::upstream::{self, Auth, Client, ClientSettings, Connections, Upstream};
-use customer::Provider;
+use customer::ProviderRuntime;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -50,7 +50,7 @@ pub struct Gateway {
 }
 
 struct Shared {
-    providers: Arc<[Arc<Provider>]>,
+    providers: Arc<[Arc<ProviderRuntime>]>,
     names: Arc<[&'static str]>,
     body_limit: usize,
     client: ClientSettings,
@@ -60,16 +60,16 @@ impl Gateway {
     /// Builds every provider of [`providers::all`] from its settings; one without credentials is disabled.
     pub fn new(config: &Config) -> Gateway {
         let stores = Stores::new(config);
-        let providers: Vec<Arc<Provider>> = providers::all()
+        let providers: Vec<Arc<ProviderRuntime>> = providers::all()
             .into_iter()
             .enumerate()
             .map(|(index, dialect)| {
                 let name = dialect.name();
                 let settings = config.providers.get(name).cloned().unwrap_or_default();
                 let missing = config.missing_credentials(name);
-                let upstream = Auth::from_config(name, &settings)
-                    .filter(|_| missing.is_empty())
-                    .map(|auth| Arc::new(Upstream::new(name, &settings.base_url, auth)));
+                let upstream = dialect.credentials(&settings).ok().map(|scheme| {
+                    Arc::new(Upstream::new(name, &settings.base_url, Auth::new(scheme)))
+                });
                 let limiter = upstream.as_ref().map(|upstream| {
                     let print =
                         fingerprint(&config.rate_limit.fingerprint_key, upstream.credential_id());
@@ -89,7 +89,7 @@ impl Gateway {
                     .map(|w| w.seconds)
                     .min()
                     .unwrap_or(60);
-                Arc::new(Provider {
+                Arc::new(ProviderRuntime {
                     index,
                     dialect,
                     upstream,

@@ -1,7 +1,7 @@
 //! `GET /quotas`: every limited credential by fingerprint, with what is left in each window. Any other
 //! path goes on down the stack.
 
-use super::customer::Provider;
+use super::customer::ProviderRuntime;
 use super::route::RouteError;
 use super::{BoxError, BoxFuture};
 use bytes::Bytes;
@@ -16,11 +16,11 @@ use tower::{Layer, Service};
 
 #[derive(Clone)]
 pub(crate) struct QuotasLayer {
-    providers: Arc<[Arc<Provider>]>,
+    providers: Arc<[Arc<ProviderRuntime>]>,
 }
 
 impl QuotasLayer {
-    pub fn new(providers: Arc<[Arc<Provider>]>) -> QuotasLayer {
+    pub fn new(providers: Arc<[Arc<ProviderRuntime>]>) -> QuotasLayer {
         QuotasLayer { providers }
     }
 }
@@ -38,7 +38,7 @@ impl<S> Layer<S> for QuotasLayer {
 
 #[derive(Clone)]
 pub(crate) struct Quotas<S> {
-    providers: Arc<[Arc<Provider>]>,
+    providers: Arc<[Arc<ProviderRuntime>]>,
     inner: S,
 }
 
@@ -65,7 +65,7 @@ where
 }
 
 async fn quotas(
-    providers: &[Arc<Provider>],
+    providers: &[Arc<ProviderRuntime>],
     method: &Method,
 ) -> Result<Response<Full<Bytes>>, BoxError> {
     if method != Method::GET {

@@ -2,7 +2,7 @@
 //! (503), the method is GET or PATCH (405), and the id is one the provider could have (400). What passes
 //! goes on as a [`Routed`] request: the caller's head and body, the provider, the id as sent upstream.
 
-use super::customer::Provider;
+use super::customer::ProviderRuntime;
 use super::request::customer_path;
 use super::BoxError;
 use futures_util::future::Either;
@@ -40,7 +40,7 @@ pub(crate) enum RouteError {
 pub(crate) struct Routed<B> {
     pub head: Parts,
     pub body: B,
-    pub provider: Arc<Provider>,
+    pub provider: Arc<ProviderRuntime>,
     /// The id as the provider is sent it (e.g. a lower-cased UUID).
     pub id: String,
 }
@@ -48,11 +48,11 @@ pub(crate) struct Routed<B> {
 /// The routing layer: the gateway's providers, in the order of the route's error message.
 #[derive(Clone)]
 pub(crate) struct RouteLayer {
-    providers: Arc<[Arc<Provider>]>,
+    providers: Arc<[Arc<ProviderRuntime>]>,
 }
 
 impl RouteLayer {
-    pub fn new(providers: Arc<[Arc<Provider>]>) -> RouteLayer {
+    pub fn new(providers: Arc<[Arc<ProviderRuntime>]>) -> RouteLayer {
         RouteLayer { providers }
     }
 }
@@ -70,7 +70,7 @@ impl<S> Layer<S> for RouteLayer {
 
 #[derive(Clone)]
 pub(crate) struct Route<S> {
-    providers: Arc<[Arc<Provider>]>,
+    providers: Arc<[Arc<ProviderRuntime>]>,
     inner: S,
 }
 

@@ -1,5 +1,8 @@
 //! Juice: snake_case, one nested billing address that must be sent complete, and `""` (not `null`) clears.
 
+use super::credentials::{bearer, sensitive, CredentialScheme, Outgoing};
+use super::settings::{AuthScheme, ProviderConfig, Secret};
+use super::Provider;
 use super::{
     change_wire, field_errors, finish_canonical, id_path, into_object, map_field, parse_uuid,
     string_at, take_address, take_value, Dialect, Object, Record, RecordAt, UpstreamFailure,
@@ -9,6 +12,7 @@ use crate::canonical::{
     AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Customer, CustomerPatch,
     Field, FieldError,
 };
+use http::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION};
 use http::Method;
 use serde_json::Value;
 
@@ -168,6 +172,70 @@ impl Dialect for Juice {
             message: string_at(body, "/error/message"),
             code: string_at(body, "/error/code"),
             errors: field_errors(items, "field", |f| map_field(f, ERROR_FIELDS)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Settings and credentials: the API key as `Bearer <key>` (one page of Juice's docs) or raw (the
+// current ones), `Accept: application/json;version=1`, and the caller's `Idempotency-Key`.
+
+/// The key the sandbox's Juice accepts (`test_…`), as `Bearer <key>` or raw.
+const DEMO_API_KEY: &str = "test_sandbox_juice";
+
+const ACCEPT_VERSION: &str = "application/json;version=1";
+
+impl Provider for Juice {
+    fn settings_keys(&self) -> &'static [&'static str] {
+        &["api_key", "auth_scheme", "forward_idempotency_key"]
+    }
+
+    fn defaults(&self) -> ProviderConfig {
+        ProviderConfig::documented("https://api.spendjuice.com", &[(10, 60), (1000, 86_400)])
+    }
+
+    fn credentials(
+        &self,
+        settings: &ProviderConfig,
+    ) -> Result<Box<dyn CredentialScheme>, Vec<&'static str>> {
+        let api_key = settings.api_key.clone().ok_or(vec!["api_key"])?;
+        let authorization = match settings.auth_scheme {
+            AuthScheme::Bearer => bearer(api_key.expose()),
+            AuthScheme::Raw => sensitive(api_key.expose()),
+        };
+        Ok(Box::new(JuiceKey {
+            api_key,
+            authorization,
+            forward_idempotency_key: settings.forward_idempotency_key,
+        }))
+    }
+
+    fn use_demo_credentials(&self, settings: &mut ProviderConfig) {
+        settings.api_key = Some(Secret::new(DEMO_API_KEY));
+    }
+
+    fn demo_credentials(&self) -> Vec<(&'static str, String)> {
+        vec![("api_key", DEMO_API_KEY.into())]
+    }
+}
+
+struct JuiceKey {
+    api_key: Secret,
+    authorization: HeaderValue,
+    forward_idempotency_key: bool,
+}
+
+impl CredentialScheme for JuiceKey {
+    fn credential_id(&self) -> &str {
+        self.api_key.expose()
+    }
+
+    fn authorize(&self, call: Outgoing<'_>, _token: Option<&Secret>) {
+        let headers = call.headers;
+        headers.insert(AUTHORIZATION, self.authorization.clone());
+        headers.insert(ACCEPT, HeaderValue::from_static(ACCEPT_VERSION));
+        if let (true, Some(key)) = (self.forward_idempotency_key, call.idempotency_key) {
+            headers.insert(HeaderName::from_static("idempotency-key"), key.clone());
         }
     }
 }

@@ -2,14 +2,20 @@
 //!
 //! A dialect turns `canonical patch (+ current record)` into an [`UpstreamRequest`] and an upstream record
 //! into a canonical customer, and reads the provider's error bodies. It does no IO: the gateway decides when
-//! to call, `upstream` signs and sends. Adding a provider is one module here plus its entry in [`all`].
+//! to call, `upstream` signs and sends. A provider module also says what settings the provider reads,
+//! how its calls are authenticated ([`CredentialScheme`]) and which demo credentials its sandbox
+//! emulator accepts: adding a provider is one module here plus its entry in [`all`].
 
 mod count;
+pub mod credentials;
 mod juice;
 mod record;
+pub mod settings;
 mod sparklayer;
 mod sweetspot;
 mod wire;
+
+pub use credentials::CredentialScheme;
 
 pub use count::Count;
 pub use juice::Juice;
@@ -24,6 +30,7 @@ use bytes::Bytes;
 use http::Method;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{Map, Value};
+use settings::ProviderConfig;
 use wire::{Object, Wire};
 
 /// A call a dialect wants made: method, path below the provider's `base_url`, and JSON body (its text).
@@ -118,8 +125,29 @@ pub trait Dialect: Send + Sync + 'static {
     }
 }
 
+/// One provider, whole: its dialect, and what patchbay must know to configure and authenticate it.
+pub trait Provider: Dialect {
+    /// The settings it reads besides `base_url` and `rate_limit`; other providers' keys are refused.
+    fn settings_keys(&self) -> &'static [&'static str];
+
+    /// Its documented API root and rate limits.
+    fn defaults(&self) -> ProviderConfig;
+
+    /// The credential scheme its settings describe, or the settings it lacks (it is then disabled).
+    fn credentials(
+        &self,
+        settings: &ProviderConfig,
+    ) -> Result<Box<dyn CredentialScheme>, Vec<&'static str>>;
+
+    /// Sets the demo credentials its sandbox emulator accepts.
+    fn use_demo_credentials(&self, settings: &mut ProviderConfig);
+
+    /// The demo credentials, as `(setting, value)`, for another gateway to use a standalone sandbox.
+    fn demo_credentials(&self) -> Vec<(&'static str, String)>;
+}
+
 /// Every provider of this version, in a fixed order.
-pub fn all() -> Vec<Box<dyn Dialect>> {
+pub fn all() -> Vec<Box<dyn Provider>> {
     vec![
         Box::new(SweetSpot),
         Box::new(Count),

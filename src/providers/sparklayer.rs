@@ -1,6 +1,12 @@
 //! SparkLayer: snake_case, addresses kept as a list whose entries the customer's default billing and
 //! shipping ids point at. The list is replaced whole, so every address change is read-merge-write.
 
+use super::credentials::{
+    authorize_bearer, header_text, json_headers, use_until, CredentialScheme, Outgoing, Token,
+    TokenRefused,
+};
+use super::settings::{ProviderConfig, Secret};
+use super::Provider;
 use super::{
     canonical_address, change_wire, check_id_chars, field_errors, finish_canonical, id_path,
     is_id_char, map_field, string_at, take_value, Dialect, Object, Record, UpstreamFailure,
@@ -10,9 +16,11 @@ use crate::canonical::{
     address_path, AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Customer,
     CustomerPatch, Field, FieldError,
 };
-use http::Method;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
 
 pub struct SparkLayer;
 
@@ -414,6 +422,138 @@ impl Dialect for SparkLayer {
             code: string_at(body, "/errors/0/code"),
             errors: field_errors(body.get("errors"), "property", map),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Settings and credentials: a client-credentials token from `/api/auth/token`, used until shortly
+// before it expires, and `Site-Id` on every call.
+
+const TOKEN_PATH: &str = "/api/auth/token";
+
+/// The site and client the sandbox's SparkLayer accepts.
+const DEMO_SITE_ID: &str = "patchbay-demo";
+const DEMO_CLIENT_ID: &str = "sparklayer_sandbox_client";
+const DEMO_CLIENT_SECRET: &str = "sparklayer_sandbox_secret";
+
+impl Provider for SparkLayer {
+    fn settings_keys(&self) -> &'static [&'static str] {
+        &["site_id", "client_id", "client_secret", "token_leeway_s"]
+    }
+
+    fn defaults(&self) -> ProviderConfig {
+        ProviderConfig::documented("https://app.sparklayer.io", &[])
+    }
+
+    fn credentials(
+        &self,
+        settings: &ProviderConfig,
+    ) -> Result<Box<dyn CredentialScheme>, Vec<&'static str>> {
+        match (
+            &settings.site_id,
+            &settings.client_id,
+            &settings.client_secret,
+        ) {
+            (Some(site_id), Some(client_id), Some(client_secret)) => {
+                Ok(Box::new(ClientCredentials {
+                    site_id: header_text(site_id),
+                    client_id: client_id.clone(),
+                    client_secret: client_secret.clone(),
+                    leeway: Duration::from_secs(settings.token_leeway_s),
+                }))
+            }
+            (site_id, client_id, client_secret) => Err([
+                ("site_id", site_id.is_none()),
+                ("client_id", client_id.is_none()),
+                ("client_secret", client_secret.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(key, missing)| missing.then_some(key))
+            .collect()),
+        }
+    }
+
+    fn use_demo_credentials(&self, settings: &mut ProviderConfig) {
+        settings.site_id = Some(DEMO_SITE_ID.to_owned());
+        settings.client_id = Some(DEMO_CLIENT_ID.to_owned());
+        settings.client_secret = Some(Secret::new(DEMO_CLIENT_SECRET));
+    }
+
+    fn demo_credentials(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("site_id", DEMO_SITE_ID.into()),
+            ("client_id", DEMO_CLIENT_ID.into()),
+            ("client_secret", DEMO_CLIENT_SECRET.into()),
+        ]
+    }
+}
+
+struct ClientCredentials {
+    site_id: HeaderValue,
+    client_id: String,
+    client_secret: Secret,
+    leeway: Duration,
+}
+
+fn site_id_header() -> HeaderName {
+    HeaderName::from_static("site-id")
+}
+
+impl CredentialScheme for ClientCredentials {
+    fn credential_id(&self) -> &str {
+        &self.client_id
+    }
+
+    fn authorize(&self, call: Outgoing<'_>, token: Option<&Secret>) {
+        authorize_bearer(call.headers, token);
+        call.headers.insert(site_id_header(), self.site_id.clone());
+    }
+
+    fn uses_tokens(&self) -> bool {
+        true
+    }
+
+    fn token_call(
+        &self,
+        _refresh: Option<&Secret>,
+        _now: SystemTime,
+    ) -> Option<(UpstreamRequest, HeaderMap)> {
+        let body = serde_json::json!({
+            "grant_type": "client_credentials",
+            "client_id": self.client_id,
+            "client_secret": self.client_secret.expose(),
+        })
+        .to_string();
+        let headers = json_headers(&[(site_id_header(), self.site_id.clone())]);
+        let call = UpstreamRequest {
+            method: Method::POST,
+            path: TOKEN_PATH.to_owned(),
+            body: Some(body.into()),
+        };
+        Some((call, headers))
+    }
+
+    fn read_token(&self, body: &[u8], now: SystemTime) -> Result<Token, TokenRefused> {
+        let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let Some(token) = answer.get("access_token").and_then(Value::as_str) else {
+            return Err(TokenRefused {
+                upstream_status: None,
+                detail: "SparkLayer's token answer has no access_token".into(),
+            });
+        };
+        let expires_in = answer
+            .get("expires_in")
+            .and_then(Value::as_u64)
+            .unwrap_or(3600);
+        Ok(Token {
+            access: Secret::new(token),
+            use_until: Some(use_until(now, expires_in, self.leeway)),
+            refresh: None,
+        })
+    }
+
+    fn is_expired(&self, status: u16, _body: &[u8]) -> bool {
+        status == 401
     }
 }
 

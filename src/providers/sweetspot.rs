@@ -1,5 +1,8 @@
 //! Sweet Spot: camelCase, one flat address, `PUT` updates only the fields sent, `null` clears.
 
+use super::credentials::{bearer, CredentialScheme, Outgoing};
+use super::settings::{ProviderConfig, Secret};
+use super::Provider;
 use super::{
     change_wire, check_id_chars, finish_canonical, id_path, is_id_char, map_field, string_at,
     take_address, take_value, Dialect, Object, Record, UpstreamFailure, UpstreamRequest, Wire,
@@ -8,6 +11,7 @@ use crate::canonical::{
     AddressChange, AddressKind, AddressPart, AddressSupport, Capabilities, Customer, CustomerPatch,
     Field, FieldError,
 };
+use http::header::{HeaderValue, AUTHORIZATION};
 use http::Method;
 use serde_json::Value;
 
@@ -181,5 +185,58 @@ impl Dialect for SweetSpot {
             code: string_at(body, "/error/code"),
             errors,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Settings and credentials: a bearer API key.
+
+/// The key the sandbox's Sweet Spot accepts (`sk_test_…`, as its docs show test keys).
+const DEMO_API_KEY: &str = "sk_test_sandbox_sweetspot";
+
+impl Provider for SweetSpot {
+    fn settings_keys(&self) -> &'static [&'static str] {
+        &["api_key"]
+    }
+
+    fn defaults(&self) -> ProviderConfig {
+        ProviderConfig::documented("https://api.thesweetspot.com", &[])
+    }
+
+    fn credentials(
+        &self,
+        settings: &ProviderConfig,
+    ) -> Result<Box<dyn CredentialScheme>, Vec<&'static str>> {
+        let api_key = settings.api_key.clone().ok_or(vec!["api_key"])?;
+        Ok(Box::new(BearerKey {
+            authorization: bearer(api_key.expose()),
+            api_key,
+        }))
+    }
+
+    fn use_demo_credentials(&self, settings: &mut ProviderConfig) {
+        settings.api_key = Some(Secret::new(DEMO_API_KEY));
+    }
+
+    fn demo_credentials(&self) -> Vec<(&'static str, String)> {
+        vec![("api_key", DEMO_API_KEY.into())]
+    }
+}
+
+/// `Authorization: Bearer <key>` on every call.
+struct BearerKey {
+    api_key: Secret,
+    /// Built once.
+    authorization: HeaderValue,
+}
+
+impl CredentialScheme for BearerKey {
+    fn credential_id(&self) -> &str {
+        self.api_key.expose()
+    }
+
+    fn authorize(&self, call: Outgoing<'_>, _token: Option<&Secret>) {
+        call.headers
+            .insert(AUTHORIZATION, self.authorization.clone());
     }
 }

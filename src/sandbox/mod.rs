@@ -37,6 +37,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use exchange::{ProviderRequest, Reply};
 use state::{lock, Provider, Shared, State};
 
+/// A demo customer to try first: its canonical path, and a patch worth sending it.
+pub const TRY_PATH: &str = "/customers/juice:6f7e1e7f-93d1-4fcc-b7a4-738f869615c8";
+pub const TRY_PATCH: &str =
+    r#"{"phone": "+234 801 234 5679", "billing_address": {"city": "Lagos"}}"#;
+
 /// Bodies above this are refused with 413; far above anything the gateway sends.
 const MAX_BODY_BYTES: usize = 1 << 20;
 

@@ -8,7 +8,6 @@ mod auth;
 mod budget;
 mod pool;
 mod retry;
-pub mod signing;
 
 pub use auth::{Auth, Authorize};
 pub use budget::{CallBudget, Spend};
