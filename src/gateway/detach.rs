@@ -5,9 +5,11 @@
 //! half-guarded.
 
 use super::customer::{Answer, CustomerCall};
-use super::{BoxError, BoxFuture};
-use futures_util::future::Either;
+use super::BoxError;
+use futures_util::future::{Either, Map};
+use futures_util::FutureExt;
 use std::task::{Context, Poll};
+use tokio::task::{JoinError, JoinHandle};
 use tower::{Layer, Service, ServiceExt};
 
 /// The detached write's task ended without an answer (it panicked).
@@ -38,7 +40,7 @@ where
 {
     type Response = Answer;
     type Error = BoxError;
-    type Future = Either<S::Future, BoxFuture<Answer>>;
+    type Future = Either<S::Future, Map<JoinHandle<Result<Answer, BoxError>>, Joined>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
@@ -49,11 +51,16 @@ where
             return Either::Left(self.inner.call(call));
         }
         let task = tokio::spawn(self.inner.clone().oneshot(call));
-        Either::Right(Box::pin(async move {
-            task.await.unwrap_or_else(|error| {
-                tracing::error!(%error, "a write task failed");
-                Err(WriteTaskFailed(error.to_string()).into())
-            })
-        }))
+        Either::Right(task.map(joined))
     }
+}
+
+type Joined = fn(Result<Result<Answer, BoxError>, JoinError>) -> Result<Answer, BoxError>;
+
+/// The write task's answer, or why it has none.
+fn joined(result: Result<Result<Answer, BoxError>, JoinError>) -> Result<Answer, BoxError> {
+    result.unwrap_or_else(|error| {
+        tracing::error!(%error, "a write task failed");
+        Err(WriteTaskFailed(error.to_string()).into())
+    })
 }

@@ -15,17 +15,17 @@ use super::validate::ValidateLayer;
 use super::{BoxError, Gateway};
 use crate::upstream::Client;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
+use http::header::{HeaderValue, AUTHORIZATION, COOKIE};
 use http::{Request, Response};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::{
-    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
@@ -69,21 +69,22 @@ where
 {
     let shared = &gateway.inner;
     ServiceBuilder::new()
-        // Credentials in the caller's headers are marked sensitive before anything below can log them.
+        // Credentials in the caller's headers are marked sensitive before anything below can log them
+        // (the providers' credential headers are made sensitive where they are built).
         .layer(SetSensitiveRequestHeadersLayer::new([
             AUTHORIZATION,
-            PROXY_AUTHORIZATION,
             COOKIE,
         ]))
-        .layer(SetSensitiveResponseHeadersLayer::new([SET_COOKIE]))
         // The caller's `X-Request-Id`, or a new UUID, set before the span that records it.
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(NewRequestId))
         // One span per request: method, route, provider, status, latency; never bodies or headers.
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_request(())
                 .on_response(on_response)
+                .on_body_chunk(())
+                .on_eos(())
                 .on_failure(()),
         )
         // The request id on every answer, panics and problems included: outside both.
@@ -114,6 +115,18 @@ where
         .layer(RateLimitLayer)
         // Check 11: read, merge, write, and the provider's answer translated back.
         .service(customers)
+}
+
+/// A new request id: a random UUID, written straight into the header value.
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        HeaderValue::from_str(id).ok().map(RequestId::new)
+    }
 }
 
 /// The request's span, at debug level: formatting a span's fields for every request would cost a

@@ -4,6 +4,8 @@
 
 use super::{BoxError, BoxFuture, Outbound, Response};
 use bytes::Bytes;
+use futures_util::future::{Either, MapErr};
+use futures_util::TryFutureExt;
 use http::Request;
 use http_body_util::Full;
 use std::future::Future;
@@ -14,7 +16,11 @@ use tower::{Service, ServiceExt};
 /// Permission to send one more call with the provider's credential. The gateway's rate limiter
 /// implements it; every call asks before it is sent.
 pub trait CallBudget: Send + Sync {
-    fn spend(&self) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + '_>>;
+    /// Spends one of the calls reserved when the request was admitted; `false` when none is left.
+    fn spend_planned(&self) -> bool;
+
+    /// Reserves and spends one call beyond those planned (a refresh, a retry), or refuses it.
+    fn spend_unplanned(&self) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + '_>>;
 }
 
 /// The spending layer's service.
@@ -29,6 +35,11 @@ impl<S> Spend<S> {
     }
 }
 
+type Sent<S> = MapErr<
+    <S as Service<Request<Full<Bytes>>>>::Future,
+    fn(<S as Service<Request<Full<Bytes>>>>::Error) -> BoxError,
+>;
+
 impl<S> Service<Outbound> for Spend<S>
 where
     S: Service<Request<Full<Bytes>>, Response = Response> + Clone + Send + 'static,
@@ -37,19 +48,22 @@ where
 {
     type Response = Response;
     type Error = BoxError;
-    type Future = BoxFuture<Response>;
+    /// A planned call goes straight on; only an unplanned one waits for its reservation.
+    type Future = Either<Sent<S>, BoxFuture<Response>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, outbound: Outbound) -> Self::Future {
+        let into: fn(S::Error) -> BoxError = Into::into;
+        let Some(budget) = outbound.budget.filter(|budget| !budget.spend_planned()) else {
+            return Either::Left(self.inner.call(outbound.request).map_err(into));
+        };
         let inner = self.inner.clone();
-        Box::pin(async move {
-            if let Some(budget) = &outbound.budget {
-                budget.spend().await?;
-            }
-            inner.oneshot(outbound.request).await.map_err(Into::into)
-        })
+        Either::Right(Box::pin(async move {
+            budget.spend_unplanned().await?;
+            inner.oneshot(outbound.request).await.map_err(into)
+        }))
     }
 }

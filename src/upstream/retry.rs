@@ -3,6 +3,7 @@
 
 use super::{BoxError, BoxFuture, CallError, Outbound, Response};
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{Method, Request};
 use http_body_util::Full;
 use std::task::{Context, Poll};
@@ -27,18 +28,19 @@ where
 {
     type Response = Response;
     type Error = BoxError;
-    type Future = BoxFuture<Response>;
+    /// A write goes straight on; only a GET keeps what it needs to be sent again.
+    type Future = Either<S::Future, BoxFuture<Response>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, outbound: Outbound) -> Self::Future {
-        let inner = self.inner.clone();
         if outbound.request.method() != Method::GET {
-            return Box::pin(inner.oneshot(outbound));
+            return Either::Left(self.inner.call(outbound));
         }
-        Box::pin(async move {
+        let inner = self.inner.clone();
+        Either::Right(Box::pin(async move {
             let again = Outbound {
                 request: copy(&outbound.request),
                 budget: outbound.budget.clone(),
@@ -47,7 +49,7 @@ where
                 Err(error) if error.is::<CallError>() => inner.oneshot(again).await,
                 other => other,
             }
-        })
+        }))
     }
 }
 

@@ -453,12 +453,7 @@ impl Admission {
         }
     }
 
-    async fn spend_one(&self) -> Result<(), BoxError> {
-        if self.sent.fetch_add(1, Ordering::AcqRel) < self.planned
-            || self.limiter.quota.is_unlimited()
-        {
-            return Ok(());
-        }
+    async fn spend_one_more(&self) -> Result<(), BoxError> {
         let (decision, reservation) = self
             .limiter
             .attempt(1)
@@ -475,8 +470,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl CallBudget for Admission {
-    fn spend(&self) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + '_>> {
-        Box::pin(self.spend_one())
+    fn spend_planned(&self) -> bool {
+        self.sent.fetch_add(1, Ordering::AcqRel) < self.planned || self.limiter.quota.is_unlimited()
+    }
+
+    fn spend_unplanned(&self) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + '_>> {
+        Box::pin(self.spend_one_more())
     }
 }
 
