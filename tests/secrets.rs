@@ -142,3 +142,37 @@ async fn no_secret_or_token_appears_in_the_logs_at_trace() {
         );
     }
 }
+
+/// At debug, every request has its span, and what is logged inside it carries the request's id: the
+/// caller's own, and a generated one otherwise. (At the default level the span is left out of the stack.)
+#[tokio::test(flavor = "multi_thread")]
+async fn at_debug_what_a_request_logs_carries_its_request_id() {
+    let gateway =
+        GatewayProcess::spawn(&[("RUST_LOG", "debug"), ("PATCHBAY_SANDBOX__ENABLED", "true")]);
+    let api = gateway.addr();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::builder()
+        .uri(format!(
+            "http://{api}/customers/juice:6f7e1e7f-93d1-4fcc-b7a4-738f869615c8"
+        ))
+        .header("x-request-id", "trace-me-42")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(request).await.expect("answers");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+    std::thread::sleep(Duration::from_millis(200));
+    let output = gateway.all_output();
+    let upstream_call = output
+        .lines()
+        .find(|line| line.contains("trace-me-42") && line.contains("upstream call"))
+        .unwrap_or_else(|| panic!("no upstream call logged in the request's span:\n{output}"));
+    assert!(
+        upstream_call.contains("provider=\"juice\""),
+        "{upstream_call}"
+    );
+    assert!(
+        !output.contains('\u{1b}'),
+        "no colour codes when the output is not a terminal"
+    );
+}

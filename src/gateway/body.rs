@@ -2,12 +2,13 @@
 //! length is declared), holding one UTF-8 JSON object without duplicate keys (400). A GET's body is
 //! not read.
 
-use super::request::read_body;
 use super::route::Routed;
 use super::{BoxError, BoxFuture};
 use crate::canonical::parse_object;
 use bytes::Bytes;
-use http::Method;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, Method};
+use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 use std::task::{Context, Poll};
 use tower::{Layer, Service, ServiceExt};
@@ -93,5 +94,31 @@ where
             };
             inner.oneshot(routed).await
         })
+    }
+}
+
+/// Check 6: reads the body, refusing one over `limit` bytes before reading it when its length is declared.
+pub(crate) async fn read_body<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+) -> Result<Bytes, BodyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(BodyError::TooLarge { limit })
+        }
+        Err(error) => Err(BodyError::Unreadable(error.to_string())),
     }
 }

@@ -1,11 +1,11 @@
 //! Check 5: a PATCH carries `application/merge-patch+json` or `application/json`, parameters such as
 //! `charset=utf-8` allowed (415 otherwise). A GET has no body to check.
 
-use super::request::check_content_type;
 use super::route::Routed;
 use super::BoxError;
 use futures_util::future::Either;
-use http::Method;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, Method};
 use std::future::{ready, Ready};
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
@@ -50,5 +50,48 @@ where
             }
         }
         Either::Right(self.inner.call(request))
+    }
+}
+
+/// Check 5: a JSON merge patch or plain JSON, parameters (such as `charset`) allowed.
+pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), UnsupportedMediaType> {
+    let value = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let essence = value
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .unwrap_or("");
+    if essence.eq_ignore_ascii_case("application/merge-patch+json")
+        || essence.eq_ignore_ascii_case("application/json")
+    {
+        return Ok(());
+    }
+    let detail = match value {
+        None => "send the patch with `Content-Type: application/merge-patch+json`".to_owned(),
+        Some(other) => format!(
+            "`{other}` is not accepted: send `application/merge-patch+json` or `application/json`"
+        ),
+    };
+    Err(UnsupportedMediaType(detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn content_types() {
+        let mut headers = HeaderMap::new();
+        assert!(check_content_type(&headers).is_err());
+        for ok in [
+            "application/merge-patch+json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+        ] {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(ok));
+            assert!(check_content_type(&headers).is_ok(), "{ok}");
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(check_content_type(&headers).is_err());
     }
 }

@@ -1,57 +1,8 @@
-//! Per-customer serialisation: two patches of one customer through one patchbay never interleave their
-//! read-merge-write, so neither can overwrite the other's change with a stale copy. [`CustomerLock`]
-//! holds the customer's lock (by its primary id, once known) around a write that needs it.
+//! Keyed locks: one async mutex per key, for the per-customer serialisation of writes.
 
-use super::customer::{Answer, CustomerCall};
-use super::{BoxError, BoxFuture};
-use futures_util::future::Either;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Context, Poll};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
-use tower::{Layer, Service, ServiceExt};
-
-#[derive(Clone, Copy, Default)]
-pub(crate) struct CustomerLockLayer;
-
-impl<S> Layer<S> for CustomerLockLayer {
-    type Service = CustomerLock<S>;
-
-    fn layer(&self, inner: S) -> CustomerLock<S> {
-        CustomerLock { inner }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct CustomerLock<S> {
-    inner: S,
-}
-
-impl<S> Service<CustomerCall> for CustomerLock<S>
-where
-    S: Service<CustomerCall, Response = Answer, Error = BoxError> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Answer;
-    type Error = BoxError;
-    type Future = Either<S::Future, BoxFuture<Answer>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, call: CustomerCall) -> Self::Future {
-        if !call.serialises() {
-            return Either::Left(self.inner.call(call));
-        }
-        let inner = self.inner.clone();
-        Either::Right(Box::pin(async move {
-            let key = call.provider.lock_key(&call.id);
-            let _customer = call.provider.locks.lock(&key).await;
-            inner.oneshot(call).await
-        }))
-    }
-}
 
 /// One async mutex per key, alive only while someone holds or awaits it, so idle customers cost nothing.
 #[derive(Default)]

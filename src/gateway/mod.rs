@@ -8,6 +8,7 @@
 mod body;
 mod content;
 mod customer;
+mod customer_lock;
 mod detach;
 mod locks;
 mod quotas;

@@ -1,12 +1,6 @@
-//! Reading the caller's request: the customer path, content type, `Prefer` and body limits. Each check
-//! fails with its layer's typed error; the rescue gives it its status.
+//! Reading the caller's request: the customer path and `Prefer`.
 
-use super::body::BodyError;
-use super::content::UnsupportedMediaType;
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::HeaderMap;
-use http_body_util::{BodyExt, Limited};
 use percent_encoding::percent_decode_str;
 
 /// `/customers/{provider}:{id}`, split and percent-decoded. The provider part is checked by the caller
@@ -31,27 +25,6 @@ pub(crate) fn customer_path(path: &str) -> Option<CustomerPath> {
     Some(CustomerPath { provider, id })
 }
 
-/// Check 5: a JSON merge patch or plain JSON, parameters (such as `charset`) allowed.
-pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), UnsupportedMediaType> {
-    let value = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let essence = value
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        .unwrap_or("");
-    if essence.eq_ignore_ascii_case("application/merge-patch+json")
-        || essence.eq_ignore_ascii_case("application/json")
-    {
-        return Ok(());
-    }
-    let detail = match value {
-        None => "send the patch with `Content-Type: application/merge-patch+json`".to_owned(),
-        Some(other) => format!(
-            "`{other}` is not accepted: send `application/merge-patch+json` or `application/json`"
-        ),
-    };
-    Err(UnsupportedMediaType(detail))
-}
-
 /// `Prefer: handling=lenient` (RFC 7240), among any other preferences, names case-insensitive.
 pub(crate) fn prefers_lenient(headers: &HeaderMap) -> bool {
     headers
@@ -70,32 +43,6 @@ pub(crate) fn prefers_lenient(headers: &HeaderMap) -> bool {
         .any(|(name, value)| {
             name.eq_ignore_ascii_case("handling") && value.eq_ignore_ascii_case("lenient")
         })
-}
-
-/// Check 6: reads the body, refusing one over `limit` bytes before reading it when its length is declared.
-pub(crate) async fn read_body<B>(
-    headers: &HeaderMap,
-    body: B,
-    limit: usize,
-) -> Result<Bytes, BodyError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(BodyError::TooLarge { limit });
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(BodyError::TooLarge { limit })
-        }
-        Err(error) => Err(BodyError::Unreadable(error.to_string())),
-    }
 }
 
 #[cfg(test)]
@@ -123,22 +70,6 @@ mod tests {
         ] {
             assert_eq!(customer_path(not_one), None, "{not_one}");
         }
-    }
-
-    #[test]
-    fn content_types() {
-        let mut headers = HeaderMap::new();
-        assert!(check_content_type(&headers).is_err());
-        for ok in [
-            "application/merge-patch+json",
-            "application/json; charset=utf-8",
-            "Application/JSON",
-        ] {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static(ok));
-            assert!(check_content_type(&headers).is_ok(), "{ok}");
-        }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        assert!(check_content_type(&headers).is_err());
     }
 
     #[test]

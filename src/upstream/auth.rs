@@ -10,9 +10,11 @@ use super::{
 use crate::providers::credentials::{CredentialScheme, Outgoing, Token};
 use crate::providers::settings::Secret;
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::HeaderValue;
 use http::Request;
 use http_body_util::Full;
+use std::future::{ready, Ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -196,18 +198,28 @@ where
 {
     type Response = Response;
     type Error = BoxError;
-    type Future = BoxFuture<Response>;
+    /// A scheme without tokens signs and sends at once; one with tokens may fetch one first.
+    type Future = Either<Ready<Result<Response, BoxError>>, Either<S::Future, BoxFuture<Response>>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
     }
 
     /// Makes the call a dialect asked for, authenticated and signed; after an answer saying the token
     /// expired, refreshes it once and makes the call again.
     fn call(&mut self, call: UpstreamCall) -> Self::Future {
+        if !self.upstream.auth.scheme.uses_tokens() {
+            return match self.sign(&call) {
+                Ok(request) => Either::Right(Either::Left(self.inner.call(Outbound {
+                    request,
+                    budget: call.budget,
+                }))),
+                Err(error) => Either::Left(ready(Err(error.into()))),
+            };
+        }
         let upstream = self.upstream.clone();
         let inner = self.inner.clone();
-        Box::pin(async move {
+        Either::Right(Either::Right(Box::pin(async move {
             let send = |outbound: Outbound| -> BoxFuture<Response> {
                 Box::pin(inner.clone().oneshot(outbound))
             };
@@ -246,6 +258,25 @@ where
                 }
                 return Ok(response);
             }
-        })
+        })))
+    }
+}
+
+impl<S> Authorize<S> {
+    /// The call as an HTTP request, signed with a scheme that uses no token.
+    fn sign(&self, call: &UpstreamCall) -> Result<Request<Full<Bytes>>, super::CallError> {
+        let request = &call.request;
+        let body = request.body.clone().unwrap_or_default();
+        let mut http =
+            self.upstream
+                .request(request.method.clone(), &request.path, body.clone())?;
+        self.upstream.auth.authorize(
+            &mut http,
+            &request.path,
+            &body,
+            None,
+            call.idempotency_key.as_ref(),
+        );
+        Ok(http)
     }
 }

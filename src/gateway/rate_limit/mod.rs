@@ -18,7 +18,7 @@ mod sliding_log;
 pub use self::redis::{RedisStore, StoreError};
 pub use headers::window_name;
 pub(crate) use layer::{RateLimitLayer, WithQuota};
-pub use local::{LocalStore, CAPACITY};
+pub use local::{LocalLog, LocalStore, CAPACITY};
 pub use sliding_log::{Decision, Quota, SlidingLog, Verdict, WindowState};
 
 use crate::config::{LimitMode, ProviderRateLimit, Secret};
@@ -113,6 +113,8 @@ pub(crate) struct RateLimiter {
     call_ms: u64,
     queue: queue::Queue,
     store: Store,
+    /// This credential's log in the local store (the Redis fallback's, with Redis).
+    log: LocalLog,
 }
 
 impl RateLimiter {
@@ -123,7 +125,11 @@ impl RateLimiter {
         call_ms: u64,
         store: Store,
     ) -> RateLimiter {
+        let log = match &store {
+            Store::Local(local) | Store::Redis { local, .. } => local.handle(&fingerprint),
+        };
         RateLimiter {
+            log,
             provider,
             fingerprint,
             quota: Quota::new(&settings.windows),
@@ -260,20 +266,18 @@ impl RateLimiter {
     async fn reserve(&self, calls: u32) -> Result<(Decision, Option<Reservation>), RateLimitError> {
         let hold_ms = self.hold_ms(calls);
         let logged = calls > 0 && !self.quota.is_unlimited();
-        let local = |store: &LocalStore, quota: &Quota| {
+        let local = |quota: &Quota| {
             let now = local_now();
-            let decision = store.reserve(&self.fingerprint, quota, calls, hold_ms, now);
+            let decision = self.log.reserve(quota, calls, hold_ms, now);
             let stamp = now + hold_ms;
             let reservation =
                 (logged && decision.admitted()).then_some(Reservation::Local { stamp, calls });
             (decision, reservation)
         };
         match &self.store {
-            Store::Local(store) => Ok(local(store, &self.quota)),
+            Store::Local(_) => Ok(local(&self.quota)),
             Store::Redis {
-                redis,
-                local: store,
-                fallback,
+                redis, fallback, ..
             } => {
                 let id = uuid::Uuid::new_v4().simple().to_string();
                 match redis
@@ -285,7 +289,7 @@ impl RateLimiter {
                             .then_some(Reservation::Redis { id, calls });
                         Ok((decision, reservation))
                     }
-                    Err(error) => Ok(local(store, self.store_failed(&error, fallback)?)),
+                    Err(error) => Ok(local(self.store_failed(&error, fallback)?)),
                 }
             }
         }
@@ -294,13 +298,9 @@ impl RateLimiter {
     /// The quota as it stands, changing nothing.
     pub async fn check(&self, calls: u32) -> Result<Decision, RateLimitError> {
         match &self.store {
-            Store::Local(store) => {
-                Ok(store.check(&self.fingerprint, &self.quota, calls, local_now()))
-            }
+            Store::Local(_) => Ok(self.log.check(&self.quota, calls, local_now())),
             Store::Redis {
-                redis,
-                local,
-                fallback,
+                redis, fallback, ..
             } => match redis
                 .check(&self.fingerprint, &self.quota, calls, None)
                 .await
@@ -308,7 +308,7 @@ impl RateLimiter {
                 Ok(decision) => Ok(decision),
                 Err(error) => {
                     let share = self.store_failed(&error, fallback)?;
-                    Ok(local.check(&self.fingerprint, share, calls, local_now()))
+                    Ok(self.log.check(share, calls, local_now()))
                 }
             },
         }
@@ -316,11 +316,8 @@ impl RateLimiter {
 
     async fn settle(&self, reservation: Reservation, made: u32) {
         match (reservation, &self.store) {
-            (
-                Reservation::Local { stamp, calls },
-                Store::Local(local) | Store::Redis { local, .. },
-            ) => {
-                local.settle(&self.fingerprint, stamp, calls, made, local_now());
+            (Reservation::Local { stamp, calls }, _) => {
+                self.log.settle(stamp, calls, made, local_now());
             }
             (Reservation::Redis { id, calls }, Store::Redis { redis, .. }) => {
                 // On failure the calls stay logged at their deadline: later than needed, never earlier.
@@ -345,10 +342,10 @@ impl RateLimiter {
             "provider answered 429; credential paused"
         );
         match &self.store {
-            Store::Local(local) => local.pause(&self.fingerprint, ms, local_now()),
-            Store::Redis { redis, local, .. } => {
+            Store::Local(_) => self.log.pause(ms, local_now()),
+            Store::Redis { redis, .. } => {
                 // Locally too, for the fallback; Redis's pause is the one replicas share.
-                local.pause(&self.fingerprint, ms, local_now());
+                self.log.pause(ms, local_now());
                 if let Err(error) = redis.pause(&self.fingerprint, ms, None).await {
                     tracing::warn!(provider = self.provider, %error, "could not share a pause");
                 }
