@@ -204,6 +204,11 @@ async fn juice_clears_with_empty_strings_and_sends_the_address_whole() {
         json!({"last_name": "", "billing_address": {"line1": "123 Test lane", "line2": "", "city": "Lagos", "state": "Acme", "zip_code": "12345", "country": "US"}})
     );
     assert_eq!(patch["headers"]["idempotency-key"], "key-123");
+    assert!(
+        log[0]["headers"].get("idempotency-key").is_none(),
+        "the key goes with the write only, not with the read before it: {:?}",
+        log[0]["headers"]
+    );
     assert_eq!(patch["headers"]["accept"], "application/json;version=1");
     assert_eq!(
         patch["headers"]["authorization"],

@@ -204,7 +204,10 @@ fn parse_field(field: Field, value: Value) -> Result<Change, String> {
             }
             text
         }
-        Field::Phone => normalise_phone(&text)?,
+        Field::Phone => {
+            check_len(&text, MAX_LEN)?;
+            normalise_phone(&text)?
+        }
         Field::Website => {
             check_len(&text, MAX_LEN)?;
             check_website(&text)?;
@@ -218,8 +221,18 @@ fn parse_field(field: Field, value: Value) -> Result<Change, String> {
     Ok(Change::Set(normalised))
 }
 
+/// A canonical string: at most `max` characters, none of them a control character (U+0000–U+001F,
+/// U+007F), which no provider's field is meant to hold. One pass over the bytes: a control character
+/// is one byte in UTF-8, and every character has exactly one byte that is not a continuation byte.
 fn check_len(text: &str, max: usize) -> Result<(), String> {
-    if text.chars().count() > max {
+    let mut chars = 0;
+    for byte in text.bytes() {
+        if byte < 0x20 || byte == 0x7f {
+            return Err("must not contain control characters (U+0000–U+001F, U+007F)".into());
+        }
+        chars += usize::from(byte & 0xc0 != 0x80);
+    }
+    if chars > max {
         Err(format!("must be at most {max} characters"))
     } else {
         Ok(())
@@ -463,6 +476,36 @@ mod tests {
                 "website"
             ]
         );
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_string() {
+        for bad in ["\u{0}", "\n", "\t", "\u{1f}", "\u{7f}"] {
+            let errors = parse(json!({
+                "first_name": format!("Ada{bad}"),
+                "email": format!("a{bad}@example.com"),
+                "phone": format!("+44 20 7183 8751{bad}"),
+                "website": format!("https://a.example/{bad}"),
+                "billing_address": {"city": format!("Leeds{bad}")},
+            }))
+            .unwrap_err();
+            let mut fields = fields_of(errors);
+            fields.sort();
+            assert_eq!(
+                fields,
+                [
+                    "billing_address.city",
+                    "email",
+                    "first_name",
+                    "phone",
+                    "website"
+                ],
+                "{bad:?}"
+            );
+        }
+        // A letter outside ASCII is one character, and not a control character.
+        assert!(parse(json!({"first_name": "Zoë", "last_name": "é".repeat(255)})).is_ok());
+        assert!(parse(json!({"last_name": "é".repeat(256)})).is_err());
     }
 
     #[test]

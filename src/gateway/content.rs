@@ -1,10 +1,11 @@
 //! Check 5: a PATCH carries `application/merge-patch+json` or `application/json`, parameters such as
-//! `charset=utf-8` allowed (415 otherwise). A GET has no body to check.
+//! `charset=utf-8` allowed, and no `Content-Encoding` but `identity` (415 otherwise). A GET has no body
+//! to check.
 
 use super::route::Routed;
 use super::BoxError;
 use futures_util::future::Either;
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, Method};
 use std::future::{ready, Ready};
 use std::task::{Context, Poll};
@@ -45,7 +46,8 @@ where
 
     fn call(&mut self, request: Routed<B>) -> Self::Future {
         if request.head.method == Method::PATCH {
-            if let Err(error) = check_content_type(&request.head.headers) {
+            let headers = &request.head.headers;
+            if let Err(error) = check_content_type(headers).and_then(|()| check_encoding(headers)) {
                 return Either::Left(ready(Err(error.into())));
             }
         }
@@ -74,6 +76,22 @@ pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), UnsupportedM
     Err(UnsupportedMediaType(detail))
 }
 
+/// No compressed bodies: a gzip patch would otherwise reach the JSON parser as binary.
+fn check_encoding(headers: &HeaderMap) -> Result<(), UnsupportedMediaType> {
+    let mut encodings = headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"));
+    match encodings.next() {
+        None => Ok(()),
+        Some(encoding) => Err(UnsupportedMediaType(format!(
+            "`Content-Encoding: {encoding}` is not accepted: send the patch uncompressed"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +108,14 @@ mod tests {
         ] {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(ok));
             assert!(check_content_type(&headers).is_ok(), "{ok}");
+        }
+        for ok in ["identity", ""] {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(ok));
+            assert!(check_encoding(&headers).is_ok(), "{ok}");
+        }
+        for compressed in ["gzip", "identity, br"] {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(compressed));
+            assert!(check_encoding(&headers).is_err(), "{compressed}");
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         assert!(check_content_type(&headers).is_err());

@@ -215,10 +215,12 @@ impl Flow<'_> {
         self.provider.name()
     }
 
+    /// One call; the caller's `Idempotency-Key` goes with a write only, never with a read.
     async fn send(&self, request: UpstreamRequest) -> Result<Response, BoxError> {
+        let writes = request.method != http::Method::GET;
         let call = UpstreamCall {
             request,
-            idempotency_key: self.idempotency_key.clone(),
+            idempotency_key: self.idempotency_key.clone().filter(|_| writes),
             budget: self.budget.clone(),
         };
         self.client.clone().oneshot(call).await.map_err(|source| {

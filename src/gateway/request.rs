@@ -25,25 +25,28 @@ pub(crate) fn customer_path(path: &str) -> Option<CustomerPath> {
     Some(CustomerPath { provider, id })
 }
 
-/// `Prefer: handling=lenient` (RFC 7240), among any other preferences, names case-insensitive.
+/// `Prefer: handling=lenient` (RFC 7240), among any other preferences, names case-insensitive. A
+/// preference given more than once counts by its first instance only (RFC 7240 §2), across every
+/// `Prefer` header in order.
 pub(crate) fn prefers_lenient(headers: &HeaderMap) -> bool {
     headers
-        .get_all("prefer")
+        .get_all(PREFER)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|preference| {
             let pair = preference.split(';').next()?.trim();
-            let (name, value) = pair.split_once('=')?;
-            Some((
-                name.trim().to_owned(),
-                value.trim().trim_matches('"').to_owned(),
-            ))
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            name.trim()
+                .eq_ignore_ascii_case("handling")
+                .then(|| value.trim().trim_matches('"').to_owned())
         })
-        .any(|(name, value)| {
-            name.eq_ignore_ascii_case("handling") && value.eq_ignore_ascii_case("lenient")
-        })
+        .next()
+        .is_some_and(|value| value.eq_ignore_ascii_case("lenient"))
 }
+
+/// `Prefer`, built once.
+const PREFER: http::HeaderName = http::HeaderName::from_static("prefer");
 
 #[cfg(test)]
 mod tests {
@@ -83,5 +86,14 @@ mod tests {
         assert!(prefers_lenient(&headers));
         headers.insert("prefer", HeaderValue::from_static("handling=strict"));
         assert!(!prefers_lenient(&headers));
+        // The first instance of a preference counts, within one header and across headers.
+        headers.insert(
+            "prefer",
+            HeaderValue::from_static("handling=strict, handling=lenient"),
+        );
+        assert!(!prefers_lenient(&headers));
+        headers.insert("prefer", HeaderValue::from_static("handling=lenient"));
+        headers.append("prefer", HeaderValue::from_static("handling=strict"));
+        assert!(prefers_lenient(&headers));
     }
 }

@@ -9,7 +9,7 @@ use super::customer::{CallFailed, MergeRefused, NotARecord, ProviderAnswered};
 use super::detach::WriteTaskFailed;
 use super::rate_limit::{RateLimitError, WithQuota};
 use super::route::RouteError;
-use super::validate::Invalid;
+use super::validate::{BadIdempotencyKey, Invalid};
 use super::BoxError;
 use crate::canonical::{FieldError, Problem, ProblemKind};
 use crate::upstream::{CallError, CredentialsRefused};
@@ -150,6 +150,7 @@ fn problem(error: &(dyn Error + 'static)) -> Problem {
     // Checks 1–3.
     if let Some(route) = cause::<RouteError>(error) {
         let kind = match route {
+            RouteError::Host(_) => ProblemKind::BadRequest,
             RouteError::NoRoute | RouteError::UnknownProvider(_) => ProblemKind::NotFound,
             RouteError::NotConfigured { .. } => ProblemKind::ServiceUnavailable,
             RouteError::Method(_) | RouteError::OnlyGet(_) => ProblemKind::MethodNotAllowed,
@@ -170,6 +171,9 @@ fn problem(error: &(dyn Error + 'static)) -> Problem {
             BodyError::Unreadable(_) | BodyError::NotAJsonObject(_) => ProblemKind::BadRequest,
         };
         return Problem::new(kind, body.to_string());
+    }
+    if let Some(key) = cause::<BadIdempotencyKey>(error) {
+        return Problem::new(ProblemKind::BadRequest, key.to_string());
     }
     if let Some(invalid) = cause::<Invalid>(error) {
         return Problem::invalid(invalid.errors.clone());

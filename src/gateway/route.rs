@@ -6,8 +6,9 @@ use super::customer::ProviderRuntime;
 use super::request::customer_path;
 use super::BoxError;
 use futures_util::future::Either;
+use http::header::HOST;
 use http::request::Parts;
-use http::{Method, Request};
+use http::{Method, Request, Version};
 use std::future::{ready, Ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,6 +17,8 @@ use tower::{Layer, Service};
 /// Why a request names no customer this gateway can serve.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RouteError {
+    #[error("an HTTP/1.1 request carries exactly one Host header; this one has {0}")]
+    Host(usize),
     #[error("no such route: the API is GET and PATCH /customers/{{provider}}:{{id}}")]
     NoRoute,
     #[error("unknown provider; use one of: {0}")]
@@ -77,6 +80,10 @@ pub(crate) struct Route<S> {
 impl<S> Route<S> {
     fn route<B>(&self, request: Request<B>) -> Result<Routed<B>, RouteError> {
         let (head, body) = request.into_parts();
+        let hosts = head.headers.get_all(HOST).iter().count();
+        if head.version == Version::HTTP_11 && hosts != 1 {
+            return Err(RouteError::Host(hosts));
+        }
         let target = customer_path(head.uri.path()).ok_or(RouteError::NoRoute)?;
         let provider = self
             .providers

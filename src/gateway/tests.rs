@@ -90,7 +90,10 @@ fn request(
     content_type: Option<&str>,
     body: &str,
 ) -> Request<Full<Bytes>> {
-    let mut builder = Request::builder().method(method).uri(path);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "patchbay.test");
     if let Some(content_type) = content_type {
         builder = builder.header("content-type", content_type);
     }
@@ -173,6 +176,48 @@ async fn the_first_failing_check_answers_and_nothing_goes_below() {
             422,
         ),
     ];
+    let with = |mut request: Request<Full<Bytes>>, headers: &[(&'static str, &str)]| {
+        for (name, value) in headers {
+            request.headers_mut().append(*name, value.parse().unwrap());
+        }
+        request
+    };
+    let mut no_host = request("GET", &juice, None, "");
+    no_host.headers_mut().remove("host");
+    let two_hosts = with(request("GET", "/nowhere", None, ""), &[("host", "b.test")]);
+    let long_key = "k".repeat(256);
+    let mut cases = cases;
+    cases.extend([
+        // A malformed request before anything else.
+        ("no host", no_host, 400),
+        ("two hosts", two_hosts, 400),
+        // Compressed bodies with the content type (5).
+        (
+            "gzip",
+            with(
+                request("PATCH", &juice, JSON, "{}"),
+                &[("content-encoding", "gzip")],
+            ),
+            415,
+        ),
+        // A bad Idempotency-Key with the body's checks (before validation).
+        (
+            "two keys",
+            with(
+                request("PATCH", &juice, JSON, "{}"),
+                &[("idempotency-key", "a"), ("idempotency-key", "b")],
+            ),
+            400,
+        ),
+        (
+            "long key",
+            with(
+                request("PATCH", &juice, JSON, "{}"),
+                &[("idempotency-key", &long_key)],
+            ),
+            400,
+        ),
+    ]);
     let customers = Customers::default();
     for (name, request, status) in cases {
         let reply = send(&customers, request).await;

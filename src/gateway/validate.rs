@@ -9,11 +9,36 @@ use super::route::Routed;
 use super::BoxError;
 use crate::canonical::{CustomerPatch, FieldError};
 use futures_util::future::Either;
+use http::{HeaderMap, HeaderValue};
 use serde_json::Value;
 use std::future::{ready, Ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Layer, Service};
+
+/// `Idempotency-Key` is not one value of 1–255 printable ASCII characters.
+#[derive(Debug, thiserror::Error)]
+#[error("`Idempotency-Key` must be one value of 1 to 255 printable ASCII characters ({0})")]
+pub(crate) struct BadIdempotencyKey(&'static str);
+
+/// The caller's `Idempotency-Key`, when it sent a usable one.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<HeaderValue>, BadIdempotencyKey> {
+    let mut keys = headers.get_all("idempotency-key").iter();
+    let Some(key) = keys.next() else {
+        return Ok(None);
+    };
+    if keys.next().is_some() {
+        return Err(BadIdempotencyKey("it was sent more than once"));
+    }
+    let bytes = key.as_bytes();
+    if bytes.is_empty() || bytes.len() > 255 {
+        return Err(BadIdempotencyKey("this one is empty or longer"));
+    }
+    if !bytes.iter().all(|b| (0x20..=0x7e).contains(b)) {
+        return Err(BadIdempotencyKey("this one has other bytes"));
+    }
+    Ok(Some(key.clone()))
+}
 
 /// The patch is not one this provider can apply: every bad field, by canonical path.
 #[derive(Debug, thiserror::Error)]
@@ -52,14 +77,14 @@ pub(crate) struct Validate<S> {
 }
 
 impl<S> Validate<S> {
-    fn validate(&self, request: Routed<JsonBody>) -> Result<CustomerCall, Invalid> {
+    fn validate(&self, request: Routed<JsonBody>) -> Result<CustomerCall, BoxError> {
         let Routed {
             head,
             body,
             provider,
             id,
         } = request;
-        let idempotency_key = head.headers.get("idempotency-key").cloned();
+        let idempotency_key = idempotency_key(&head.headers)?;
         let Some(object) = body else {
             return Ok(CustomerCall {
                 provider,
@@ -77,10 +102,10 @@ impl<S> Validate<S> {
         };
         let patch = match CustomerPatch::parse(object, name, &self.names) {
             Ok(patch) if reserved.is_empty() => patch,
-            Ok(_) => return Err(Invalid { errors: reserved }),
+            Ok(_) => return Err(Invalid { errors: reserved }.into()),
             Err(mut errors) => {
                 errors.extend(reserved);
-                return Err(Invalid { errors });
+                return Err(Invalid { errors }.into());
             }
         };
         let lenient = prefers_lenient(&head.headers);
@@ -117,7 +142,7 @@ where
     fn call(&mut self, request: Routed<JsonBody>) -> Self::Future {
         match self.validate(request) {
             Ok(call) => Either::Right(self.inner.call(call)),
-            Err(error) => Either::Left(ready(Err(error.into()))),
+            Err(error) => Either::Left(ready(Err(error))),
         }
     }
 }
