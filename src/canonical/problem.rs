@@ -109,10 +109,14 @@ impl Problem {
         }
     }
 
-    /// A 422 listing bad fields.
+    /// A 422 listing bad fields (the first [`MAX_LISTED`] of them).
     pub fn invalid(errors: Vec<FieldError>) -> Problem {
         let detail = match errors.as_slice() {
-            [one] => format!("`{}` {}", one.field, one.message),
+            [one] => format!("`{}` {}", shortened(&one.field, MAX_ECHOED), one.message),
+            many if many.len() > MAX_LISTED => format!(
+                "{} fields are invalid; the first {MAX_LISTED} are listed",
+                many.len()
+            ),
             many => format!("{} fields are invalid", many.len()),
         };
         Problem {
@@ -149,16 +153,43 @@ impl Problem {
 
     fn body(&self) -> Body<'_> {
         let (slug, title) = self.kind.slug_and_title();
+        let errors = self.errors.iter().take(MAX_LISTED).map(|error| Listed {
+            field: shortened(&error.field, MAX_ECHOED),
+            message: shortened(&error.message, MAX_ECHOED),
+        });
         Body {
             kind: format!("urn:patchbay:problem:{slug}"),
             title,
             status: self.status(),
-            detail: &self.detail,
-            errors: &self.errors,
+            detail: shortened(&self.detail, MAX_DETAIL),
+            errors: errors.collect(),
             provider: self.provider.as_deref(),
             upstream_status: self.upstream_status,
         }
     }
+}
+
+/// At most this many bad fields are listed: a body of thousands of unknown keys gets a small answer.
+pub const MAX_LISTED: usize = 50;
+
+/// Longest field name or message echoed back (a name the caller made up), in characters.
+const MAX_ECHOED: usize = 200;
+
+/// Longest `detail` (one that relays a provider's message), in characters.
+const MAX_DETAIL: usize = 500;
+
+/// `text`, cut to `max` characters with an ellipsis when longer.
+fn shortened(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => text.into(),
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
+    }
+}
+
+#[derive(Serialize)]
+struct Listed<'a> {
+    field: std::borrow::Cow<'a, str>,
+    message: std::borrow::Cow<'a, str>,
 }
 
 #[derive(Serialize)]
@@ -167,8 +198,8 @@ struct Body<'a> {
     kind: String,
     title: &'static str,
     status: u16,
-    detail: &'a str,
-    errors: &'a [FieldError],
+    detail: std::borrow::Cow<'a, str>,
+    errors: Vec<Listed<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     provider: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,6 +209,38 @@ struct Body<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_problem_body_stays_small_however_much_was_wrong() {
+        let errors = (0..6000)
+            .map(|i| {
+                FieldError::new(
+                    format!("{}{i}", "k".repeat(300)),
+                    "is not a canonical customer field",
+                )
+            })
+            .collect();
+        let problem = Problem::invalid(errors);
+        let body = problem.to_json();
+        assert_eq!(body["errors"].as_array().unwrap().len(), MAX_LISTED);
+        assert_eq!(
+            body["detail"],
+            "6000 fields are invalid; the first 50 are listed"
+        );
+        let field = body["errors"][0]["field"].as_str().unwrap();
+        assert_eq!(field.chars().count(), MAX_ECHOED + 1, "{field}");
+        assert!(field.ends_with('…'));
+        assert!(
+            problem.to_bytes().len() < 16 * 1024,
+            "{}",
+            problem.to_bytes().len()
+        );
+        let long = Problem::new(ProblemKind::BadGateway, "é".repeat(5000));
+        assert_eq!(
+            long.to_json()["detail"].as_str().unwrap().chars().count(),
+            MAX_DETAIL + 1
+        );
+    }
 
     #[test]
     fn renders_rfc9457_members() {
