@@ -102,7 +102,10 @@ pub struct RateLimitStore {
     pub redis_url: Option<Secret>,
     pub on_store_error: OnStoreError,
     pub replicas: u32,
-    pub fingerprint_key: Secret,
+    /// Keys the credential fingerprints (HMAC-SHA256): required with Redis, the same secret on every
+    /// replica; without one a local gateway picks a random key per process, so its `/quotas` cannot be
+    /// used to confirm a guessed credential.
+    pub fingerprint_key: Option<Secret>,
 }
 
 impl Default for RateLimitStore {
@@ -112,7 +115,7 @@ impl Default for RateLimitStore {
             redis_url: None,
             on_store_error: OnStoreError::FailClosed,
             replicas: 1,
-            fingerprint_key: Secret::new("patchbay"),
+            fingerprint_key: None,
         }
     }
 }
@@ -160,8 +163,8 @@ impl Config {
     /// Loads the built-in defaults, then the embedded `config/default.toml`, then `file` (or
     /// `config/default.toml` in the working directory when present), then `PATCHBAY_…` variables.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut figment =
-            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(EMBEDDED));
+        // What the operator set: a file, then the environment, over the built-in defaults.
+        let mut operator = Figment::new();
         match file {
             Some(file) if !file.exists() => {
                 return Err(ConfigError(vec![format!(
@@ -169,14 +172,25 @@ impl Config {
                     file.display()
                 )]))
             }
-            Some(file) => figment = figment.merge(Toml::file_exact(file)),
+            Some(file) => operator = operator.merge(Toml::file_exact(file)),
             None if Path::new(DEFAULT_FILE).exists() => {
-                figment = figment.merge(Toml::file_exact(DEFAULT_FILE))
+                operator = operator.merge(Toml::file_exact(DEFAULT_FILE))
             }
             None => {}
         }
-        let figment = figment.merge(Env::prefixed("PATCHBAY_").split("__"));
-        Config::from_figment(&figment)
+        let operator = operator.merge(Env::prefixed("PATCHBAY_").split("__"));
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(EMBEDDED))
+            .merge(operator.clone());
+        let conflicts = sandbox_conflicts(&figment, &operator);
+        match Config::from_figment(&figment) {
+            Ok(_) if !conflicts.is_empty() => Err(ConfigError(conflicts)),
+            Err(ConfigError(mut problems)) => {
+                problems.extend(conflicts);
+                Err(ConfigError(problems))
+            }
+            ok => ok,
+        }
     }
 
     /// Extracts and validates, listing unknown keys, type errors and invalid values together.
@@ -269,6 +283,11 @@ impl Config {
         if self.rate_limit.replicas == 0 {
             problems.push("rate_limit.replicas: must be at least 1".into());
         }
+        if self.rate_limit.backend == Backend::Redis && self.rate_limit.fingerprint_key.is_none() {
+            problems.push(
+                "rate_limit.fingerprint_key: required when rate_limit.backend = \"redis\": set the same secret on every replica".into(),
+            );
+        }
         if self.rate_limit.backend == Backend::Redis && self.rate_limit.redis_url.is_none() {
             problems
                 .push("rate_limit.redis_url: required when rate_limit.backend = \"redis\"".into());
@@ -294,6 +313,51 @@ impl Config {
         };
         provider.credentials(settings).err().unwrap_or_default()
     }
+}
+
+/// The settings the sandbox would silently replace: with `sandbox.enabled`, every provider's base URL
+/// and credentials point at the emulators, so an operator who set real ones (in a file or the
+/// environment, to something other than the built-in default) must choose.
+fn sandbox_conflicts(figment: &Figment, operator: &Figment) -> Vec<String> {
+    const REPLACED: [&str; 7] = [
+        "base_url",
+        "api_key",
+        "client_id",
+        "client_secret",
+        "access_token",
+        "refresh_token",
+        "site_id",
+    ];
+    if !figment
+        .extract_inner::<bool>("sandbox.enabled")
+        .unwrap_or(false)
+    {
+        return Vec::new();
+    }
+    let Ok(Value::Object(providers)) = operator.extract_inner::<Value>("providers") else {
+        return Vec::new();
+    };
+    let built_in = Figment::from(Serialized::defaults(Config::default()))
+        .merge(Toml::string(EMBEDDED))
+        .extract_inner::<Value>("providers")
+        .unwrap_or(Value::Null);
+    let mut conflicts = Vec::new();
+    for (name, settings) in &providers {
+        let Some(settings) = settings.as_object() else {
+            continue;
+        };
+        let changed = |key: &str| {
+            settings
+                .get(key)
+                .is_some_and(|value| *value != built_in[name.as_str()][key])
+        };
+        for key in REPLACED.into_iter().filter(|key| changed(key)) {
+            conflicts.push(format!(
+                "providers.{name}.{key} is set, but the sandbox is on and would replace it: set sandbox.enabled = false to call {name} itself, or remove the setting to use the sandbox"
+            ));
+        }
+    }
+    conflicts
 }
 
 /// Collects the dotted paths present in `raw` but not in `known` (arrays are not descended into).

@@ -56,3 +56,45 @@ async fn every_runtime_serves_when_several_share_the_port() {
         assert_eq!(task.await.unwrap(), 200);
     }
 }
+
+#[test]
+fn the_sandbox_never_silently_replaces_a_real_credential() {
+    // The out-of-the-box configuration runs the sandbox; a real key set beside it would be ignored.
+    let mut refused = GatewayProcess::spawn(&[
+        ("RUST_LOG", "info"),
+        (
+            "PATCHBAY_PROVIDERS__JUICE__API_KEY",
+            "live_do_not_ignore_me",
+        ),
+        (
+            "PATCHBAY_PROVIDERS__COUNT__BASE_URL",
+            "https://count.example",
+        ),
+    ]);
+    assert_ne!(refused.exit_code(), Some(0));
+    let output = refused.all_output();
+    assert!(!output.contains("patchbay ready"), "{output}");
+    for setting in ["providers.juice.api_key", "providers.count.base_url"] {
+        assert!(
+            output.contains(&format!("{setting} is set, but the sandbox is on")),
+            "{setting} not named: {output}"
+        );
+    }
+    assert!(output.contains("sandbox.enabled = false"), "{output}");
+    assert!(
+        !output.contains("live_do_not_ignore_me"),
+        "a secret in the output: {output}"
+    );
+    // Choosing, either way, starts.
+    let real = GatewayProcess::spawn(&[
+        ("RUST_LOG", "info"),
+        ("PATCHBAY_SANDBOX__ENABLED", "false"),
+        (
+            "PATCHBAY_PROVIDERS__JUICE__API_KEY",
+            "live_do_not_ignore_me",
+        ),
+    ]);
+    real.addr();
+    let sandbox = GatewayProcess::spawn(&[("RUST_LOG", "info")]);
+    sandbox.addr();
+}

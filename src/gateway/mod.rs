@@ -23,7 +23,7 @@ mod validate;
 
 pub use stack::stack;
 
-use crate::config::{Backend, Config, OnStoreError};
+use crate::config::{Backend, Config, OnStoreError, Secret};
 use crate::providers;
 use crate::upstream::{self, Auth, Client, ClientSettings, Connections, Upstream};
 use customer::ProviderRuntime;
@@ -61,6 +61,12 @@ impl Gateway {
     /// Builds every provider of [`providers::all`] from its settings; one without credentials is disabled.
     pub fn new(config: &Config) -> Gateway {
         let stores = Stores::new(config);
+        // Without a configured key (a local gateway), fingerprints are keyed per process.
+        let fingerprint_key = config
+            .rate_limit
+            .fingerprint_key
+            .clone()
+            .unwrap_or_else(|| Secret::new(uuid::Uuid::new_v4().simple().to_string()));
         let providers: Vec<Arc<ProviderRuntime>> = providers::all()
             .into_iter()
             .enumerate()
@@ -72,8 +78,7 @@ impl Gateway {
                     Arc::new(Upstream::new(name, &settings.base_url, Auth::new(scheme)))
                 });
                 let limiter = upstream.as_ref().map(|upstream| {
-                    let print =
-                        fingerprint(&config.rate_limit.fingerprint_key, upstream.credential_id());
+                    let print = fingerprint(&fingerprint_key, upstream.credential_id());
                     let quota = Quota::new(&settings.rate_limit.windows);
                     Arc::new(RateLimiter::new(
                         name,

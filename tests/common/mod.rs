@@ -394,6 +394,24 @@ impl GatewayProcess {
     pub fn all_output(&self) -> String {
         self.output.lock().unwrap().join("\n")
     }
+
+    /// Waits up to 20 s for the process to exit on its own, and gives its exit code.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited for") {
+                // Let the output threads drain what it printed last.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running: {}",
+                self.all_output()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for GatewayProcess {

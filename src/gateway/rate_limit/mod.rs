@@ -398,7 +398,8 @@ impl RateLimiter {
         };
         Ok(json!({
             "provider": self.provider,
-            "fingerprint": self.fingerprint,
+            // A prefix names the credential among a few; the whole hash would be a check value.
+            "fingerprint": &self.fingerprint[..12],
             "mode": mode,
             "store": store,
             "paused_for_s": decision.paused_ms.div_ceil(1000),
