@@ -150,6 +150,10 @@ impl Default for Config {
     }
 }
 
+/// Each serving runtime is a thread with its own listener and connection pools: thousands would only
+/// exhaust threads and file descriptors.
+const MAX_WORKERS: usize = 256;
+
 /// `config/default.toml`, built in so that the binary runs the sandbox from any directory.
 pub const EMBEDDED: &str = include_str!("../config/default.toml");
 const DEFAULT_FILE: &str = "config/default.toml";
@@ -230,7 +234,13 @@ impl Config {
                 }
             }
             Err(errors) => {
-                problems.extend(errors.into_iter().map(|e| e.to_string()));
+                // serde stops at a struct's first bad value: try each setting on its own to find them all.
+                let mut bad = Vec::new();
+                leaf_errors(&raw, &known, "", &mut bad);
+                if bad.is_empty() {
+                    bad.extend(errors.into_iter().map(|e| e.to_string()));
+                }
+                problems.extend(bad);
                 problems.dedup();
                 Err(ConfigError(problems))
             }
@@ -240,6 +250,12 @@ impl Config {
     /// Semantic checks that types cannot express.
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if self.server.workers > MAX_WORKERS {
+            problems.push(format!(
+                "server.workers: at most {MAX_WORKERS} serving runtimes (0: one per core), not {}",
+                self.server.workers
+            ));
+        }
         if self.server.body_limit_bytes == 0 {
             problems.push("server.body_limit_bytes: must be more than 0".into());
         }
@@ -360,6 +376,32 @@ fn sandbox_conflicts(figment: &Figment, operator: &Figment) -> Vec<String> {
     conflicts
 }
 
+/// The type errors of every known setting in `raw`, each found by extracting the defaults with that one
+/// setting changed.
+fn leaf_errors(raw: &Value, known: &Value, prefix: &str, problems: &mut Vec<String>) {
+    let (Value::Object(raw), Value::Object(known)) = (raw, known) else {
+        return;
+    };
+    for (key, value) in raw {
+        let Some(known_value) = known.get(key) else {
+            continue;
+        };
+        let path = match prefix {
+            "" => key.clone(),
+            _ => format!("{prefix}.{key}"),
+        };
+        if value.is_object() && known_value.is_object() {
+            leaf_errors(value, known_value, &path, problems);
+            continue;
+        }
+        let alone = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Serialized::default(&path, value));
+        if let Err(errors) = alone.extract::<Config>() {
+            problems.extend(errors.into_iter().map(|e| e.to_string()));
+        }
+    }
+}
+
 /// Collects the dotted paths present in `raw` but not in `known` (arrays are not descended into).
 fn unknown_keys(raw: &Value, known: &Value, prefix: &str, problems: &mut Vec<String>) {
     let (Value::Object(raw), Value::Object(known)) = (raw, known) else {
@@ -419,6 +461,32 @@ mod tests {
         ] {
             assert!(all.contains(expected), "{expected} missing from:\n{all}");
         }
+    }
+
+    #[test]
+    fn every_bad_value_is_listed_not_only_the_first() {
+        let err = load(
+            r#"
+            [server]
+            listen = "nonsense"
+            body_limit_bytes = -5
+            workers = 5000
+            [rate_limit]
+            windows = [{ limit = 0, seconds = 0 }]
+            "#,
+        )
+        .unwrap_err();
+        let all = err.0.join("\n");
+        for expected in [
+            "server.listen",
+            "server.body_limit_bytes",
+            "rate_limit.windows",
+        ] {
+            assert!(all.contains(expected), "{expected} missing from:\n{all}");
+        }
+        assert!(err.0.len() >= 3, "{all}");
+        let workers = load("[server]\nworkers = 5000").unwrap_err().0.join("\n");
+        assert!(workers.contains("server.workers: at most 256"), "{workers}");
     }
 
     #[test]

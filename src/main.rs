@@ -3,11 +3,19 @@
 use clap::{Parser, Subcommand};
 use patchbay::config::Config;
 use patchbay::sandbox::Sandbox;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
+
+/// Prints a line for the person at the terminal; a closed or full stdout (`patchbay | head -c 10`)
+/// is no reason to stop serving, so write errors are ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// Thread-local heaps: per-request allocations no longer contend on glibc's arena locks.
 #[global_allocator]
@@ -54,7 +62,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("patchbay: {error}");
+            let _ = writeln!(std::io::stderr(), "patchbay: {error}");
             ExitCode::FAILURE
         }
     }
@@ -68,9 +76,9 @@ async fn run(config_file: Option<PathBuf>) -> Result<(), Box<dyn std::error::Err
     tracing::info!(%addr, sandbox, "patchbay ready");
     if sandbox {
         let (path, patch) = (patchbay::sandbox::TRY_PATH, patchbay::sandbox::TRY_PATCH);
-        println!("patchbay is listening on http://{addr} in front of the sandbox. Try:\n");
-        println!("  curl -s http://{addr}{path}\n");
-        println!(
+        say!("patchbay is listening on http://{addr} in front of the sandbox. Try:\n");
+        say!("  curl -s http://{addr}{path}\n");
+        say!(
             "  curl -s -X PATCH http://{addr}{path} \\\n    \
              -H 'Content-Type: application/merge-patch+json' \\\n    \
              -d '{patch}'\n"
@@ -89,13 +97,13 @@ async fn sandbox(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     for provider in patchbay::providers::all() {
         let name = provider.name();
         if let Some(url) = sandbox.base_url(name) {
-            println!("{name:<11} base_url      {url}");
+            say!("{name:<11} base_url      {url}");
             for (key, value) in provider.demo_credentials() {
-                println!("{:<11} {key:<13} {value}", "");
+                say!("{:<11} {key:<13} {value}", "");
             }
         }
     }
-    println!("control API  http://{}/_control", sandbox.addr());
+    say!("control API  http://{}/_control", sandbox.addr());
     shutdown_signal().await;
     Ok(())
 }

@@ -98,3 +98,47 @@ fn the_sandbox_never_silently_replaces_a_real_credential() {
     let sandbox = GatewayProcess::spawn(&[("RUST_LOG", "info")]);
     sandbox.addr();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stdout_does_not_stop_the_gateway() {
+    // `patchbay | head -c 10`: the banner and the logs meet a closed pipe.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .env("PATCHBAY_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let url = format!("http://127.0.0.1:{port}/customers/sweetspot:cus_demo_alice");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            panic!("patchbay stopped: {exit}");
+        }
+        let client = http_client();
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request(
+                http::Request::get(&url)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap(),
+            ),
+        )
+        .await;
+        if let Ok(Ok(response)) = attempt {
+            break response.status();
+        }
+        assert!(Instant::now() < deadline, "never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 200);
+    assert!(child.try_wait().unwrap().is_none(), "still serving");
+    let _ = child.kill();
+    let _ = child.wait();
+}
