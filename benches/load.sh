@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The load benchmark (issue 4): in ONE run on this machine, with wrk at 64 and 256 connections,
+# The load benchmark: in ONE run on this machine, with wrk at 64 and 256 connections,
 #   (a) direct   — wrk → a fixed-answer upstream (an nginx of its own returning a Sweet Spot customer)
 #   (b) nginx    — wrk → nginx (worker_processes auto, keep-alive upstream) → the same upstream, sending
 #                  the already-translated Sweet Spot PUT
 #   (c) patchbay — wrk → patchbay translating the canonical PATCH into that PUT (rate limits off)
 #   (d) rmw      — wrk → patchbay, a partial Juice billing_address patch (GET + PATCH upstream) over
 #                  1 000 customers
-# Setups alternate (nginx, patchbay, nginx, patchbay, …) for ROUNDS rounds; the summary prints medians of
+#   (e) nginx-lua — wrk → nginx with its Lua module (the engine Kong's plugins run on) doing (c)'s work in
+#                  benches/lua/translate.lua: the checks, the canonical PATCH → the same Sweet Spot PUT through
+#                  a keep-alive upstream, the answer back to canonical; the same request as (c)
+# Setups alternate (nginx, nginx-lua, patchbay, nginx, …) for ROUNDS rounds; the summary prints medians of
 # requests/s, p50, p99 and the serving process's CPU time per request (user and system), patchbay's peak
 # RSS, its time to readiness, and the ratios.
 #   bash benches/load.sh                  # DURATION=10s ROUNDS=3 CONNS="64 256" THREADS=2 BENCH_BIN=…
+#   SETUPS="direct nginx nginx-lua" bash benches/load.sh     # a subset; without patchbay and rmw, no build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,18 +21,28 @@ DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-"64 256"}
 THREADS=${THREADS:-2}
+SETUPS=${SETUPS:-"direct nginx nginx-lua patchbay rmw"}
+has() { [[ " $SETUPS " == *" $1 "* ]]; }
+# Where Debian's libnginx-mod-http-* packages put nginx's dynamic modules.
+NGINX_MODULES=${NGINX_MODULES:-/usr/lib/nginx/modules}
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx)
 command -v python3 >/dev/null || missing+=(python3)
+if has nginx-lua; then
+  [[ -e $NGINX_MODULES/ngx_http_lua_module.so ]] || missing+=(libnginx-mod-http-lua)
+  dpkg -s lua-cjson >/dev/null 2>&1 || missing+=(lua-cjson)
+fi
 if ((${#missing[@]})); then
   echo "installing ${missing[*]}"
-  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # BENCH_BIN: measure a binary built elsewhere (e.g. a profiling build) instead of building one.
-if [[ -n "${BENCH_BIN:-}" ]]; then
+if ! has patchbay && ! has rmw; then
+  BIN=
+elif [[ -n "${BENCH_BIN:-}" ]]; then
   BIN=$BENCH_BIN
 else
   cargo build --release --locked --bin patchbay
@@ -54,7 +68,9 @@ wait_port() {
   return 1
 }
 
-UP=$(free_port); PX=$(free_port); PB=$(free_port)
+UP=$(free_port); PX=$(free_port); PL=$(free_port); PB=$(free_port)
+declare -A PORT=([direct]=$UP [nginx]=$PX [nginx-lua]=$PL [patchbay]=$PB [rmw]=$PB)
+KEY=sk_test_bench
 SWEET='{"id":"cus_demo_alice","userId":"usr_demo_alice","createdAt":"2026-01-01T00:00:00.000Z","updatedAt":"2026-01-01T00:00:00.000Z","creditStatus":"passed","identityVerificationStatus":"verified","firstName":"Alicia","lastName":"Walker","phone":"+14155550101","address1":"1 Market St","address2":"Suite 5","city":"Oakland","state":"CA","zip":"94105","country":"US"}'
 JUICE='{"data":{"id":"$customer","first_name":"Test","last_name":"Customer","email":"test@custom.er","phone_number":"+2348012345678","billing_address":{"line1":"123 Test lane","line2":"3456 Mike Drive","city":"Lagos","state":"Acme","zip_code":"12345","country":"US"},"created_at":"2026-01-01T00:00:00.000Z","updated_at":"2026-01-01T00:00:00.000Z"}}'
 
@@ -90,20 +106,67 @@ http {
       proxy_pass http://sweetspot;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_set_header Authorization "Bearer sk_test_bench";
+      proxy_set_header Authorization "Bearer $KEY";
+    }
+  }
+}
+CONF
+# The Lua peer: translate.lua translates, and makes its upstream call through an internal location, so that
+# the call goes through nginx's keep-alive pool as the proxy's does. Body limit: patchbay's default 64 KiB.
+cat >"$WORK/lua.conf" <<CONF
+load_module $NGINX_MODULES/ndk_http_module.so;
+load_module $NGINX_MODULES/ngx_http_lua_module.so;
+worker_processes auto;
+pid $WORK/lua.pid;
+error_log $WORK/lua-error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  lua_package_path "$PWD/benches/lua/?.lua;;";
+  upstream sweetspot { server 127.0.0.1:$UP; keepalive 512; }
+  server {
+    listen 127.0.0.1:$PL backlog=4096;
+    client_max_body_size 64k;
+    client_body_buffer_size 64k;
+    location /customers/ { content_by_lua_block { require("translate").serve() } }
+    location /_sweetspot/ { # the write
+      internal;
+      proxy_pass http://sweetspot/;
+      proxy_http_version 1.1;
+      proxy_pass_request_headers off;
+      proxy_set_header Connection "";
+      proxy_set_header Accept application/json;
+      proxy_set_header Content-Type application/json;
+      proxy_set_header Authorization "Bearer $KEY";
+      proxy_set_header Idempotency-Key \$http_idempotency_key;
+    }
+    location /_sweetspot_read/ { # the same, for the GET of a patch that writes nothing: no Content-Type
+      internal;
+      proxy_pass http://sweetspot/;
+      proxy_http_version 1.1;
+      proxy_pass_request_headers off;
+      proxy_set_header Connection "";
+      proxy_set_header Accept application/json;
+      proxy_set_header Authorization "Bearer $KEY";
     }
   }
 }
 CONF
 nginx -p "$WORK" -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
-nginx -p "$WORK" -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!)
-wait_port "$UP"; wait_port "$PX"
+wait_port "$UP"
+if has nginx; then nginx -p "$WORK" -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!); wait_port "$PX"; fi
+if has nginx-lua; then
+  nginx -p "$WORK" -c "$WORK/lua.conf" -g 'daemon off;' & PIDS+=($!)
+  wait_port "$PL" || { cat "$WORK/lua-error.log"; exit 1; }
+fi
 
+if [[ -n $BIN ]]; then
 start=$(date +%s%N)
 PATCHBAY_SANDBOX__ENABLED=false \
 PATCHBAY_SERVER__LISTEN=127.0.0.1:$PB \
 PATCHBAY_PROVIDERS__SWEETSPOT__BASE_URL=http://127.0.0.1:$UP \
-PATCHBAY_PROVIDERS__SWEETSPOT__API_KEY=sk_test_bench \
+PATCHBAY_PROVIDERS__SWEETSPOT__API_KEY=$KEY \
 PATCHBAY_PROVIDERS__JUICE__BASE_URL=http://127.0.0.1:$UP/juice \
 PATCHBAY_PROVIDERS__JUICE__API_KEY=test_bench \
 PATCHBAY_PROVIDERS__JUICE__RATE_LIMIT__WINDOWS='[]' \
@@ -111,6 +174,7 @@ PATCHBAY_PROVIDERS__COUNT__RATE_LIMIT__WINDOWS='[]' \
   "$BIN" >"$WORK/patchbay.log" 2>&1 & PB_PID=$!; PIDS+=($PB_PID)
 wait_port "$PB" || { cat "$WORK/patchbay.log"; exit 1; }
 READY_MS=$(( ($(date +%s%N) - start) / 1000000 ))
+fi
 
 cat >"$WORK/direct.lua" <<'LUA'
 wrk.method = "PUT"
@@ -131,6 +195,7 @@ wrk.path = "/customers/sweetspot:cus_demo_alice"
 wrk.body = '{"first_name":"Alicia","billing_address":{"city":"Oakland"}}'
 wrk.headers["Content-Type"] = "application/merge-patch+json"
 LUA
+cp "$WORK/patchbay.lua" "$WORK/nginx-lua.lua" # the very request patchbay gets: the same work to do
 # Read-merge-write over 1 000 customers: writes to ONE customer are serialised by design, which would
 # measure that lock rather than the cost of the extra read.
 cat >"$WORK/rmw.lua" <<'LUA'
@@ -146,16 +211,36 @@ end
 LUA
 
 # Check each setup answers 200 before measuring anything.
-for check in "direct $UP" "nginx $PX" "patchbay $PB" "rmw $PB"; do
-  set -- $check
-  out=$(wrk -t1 -c1 -d1s -s "$WORK/$1.lua" "http://127.0.0.1:$2" 2>&1)
-  if grep -q "Non-2xx" <<<"$out"; then echo "setup $1 does not answer 2xx:"; echo "$out"; exit 1; fi
+for setup in $SETUPS; do
+  out=$(wrk -t1 -c1 -d1s -s "$WORK/$setup.lua" "http://127.0.0.1:${PORT[$setup]}" 2>&1)
+  if grep -q "Non-2xx" <<<"$out"; then echo "setup $setup does not answer 2xx:"; echo "$out"; exit 1; fi
 done
+# …and that the Lua peer answers what patchbay answers (as JSON values: member order aside).
+if has nginx-lua && has patchbay; then
+  python3 - "$PL" "$PB" <<'PY' || echo "WARNING: nginx-lua and patchbay answer the benchmark's PATCH differently" >&2
+import json, sys, urllib.request
+def answer(port):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/customers/sweetspot:cus_demo_alice", method="PATCH",
+        data=b'{"first_name":"Alicia","billing_address":{"city":"Oakland"}}',
+        headers={"Content-Type": "application/merge-patch+json"})
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)
+lua, patchbay = answer(sys.argv[1]), answer(sys.argv[2])
+if lua != patchbay:
+    print("nginx-lua:", json.dumps(lua, sort_keys=True), "\npatchbay: ", json.dumps(patchbay, sort_keys=True),
+          file=sys.stderr)
+    sys.exit(1)
+PY
+fi
 
-# CPU time of the process serving each setup (the nginx proxy's workers, or patchbay), per request: where
-# the throughput gap is spent, in user space (translation, HTTP) or in the kernel (the socket calls).
-PROXY_WORKERS=$(pgrep -P "$(cat "$WORK/proxy.pid")" | tr '\n' ' ')
-UPSTREAM_WORKERS=$(pgrep -P "$(cat "$WORK/upstream.pid")" | tr '\n' ' ')
+# CPU time of the process serving each setup (the workers of the nginx proxy or of the Lua peer, or patchbay),
+# per request: where the throughput gap is spent, in user space (translation, HTTP) or in the kernel (the
+# socket calls).
+workers() { if [[ -e $WORK/$1.pid ]]; then pgrep -P "$(cat "$WORK/$1.pid")" | tr '\n' ' '; fi; }
+PROXY_WORKERS=$(workers proxy)
+LUA_WORKERS=$(workers lua)
+UPSTREAM_WORKERS=$(workers upstream)
 TICK=$(getconf CLK_TCK)
 cpu_ticks() { # pids… → "user system" clock ticks summed over their threads
   local user=0 system=0 stat
@@ -171,7 +256,9 @@ cpu_ticks() { # pids… → "user system" clock ticks summed over their threads
 RESULTS=$WORK/results.tsv
 run() { # setup port conns round
   local out pids before after
-  case $1 in nginx) pids=$PROXY_WORKERS ;; direct) pids=$UPSTREAM_WORKERS ;; *) pids=$PB_PID ;; esac
+  case $1 in
+    nginx) pids=$PROXY_WORKERS ;; nginx-lua) pids=$LUA_WORKERS ;; direct) pids=$UPSTREAM_WORKERS ;; *) pids=$PB_PID ;;
+  esac
   before=$(cpu_ticks $pids)
   out=$(wrk -t"$THREADS" -c"$3" -d"$DURATION" --latency -s "$WORK/$1.lua" "http://127.0.0.1:$2")
   after=$(cpu_ticks $pids)
@@ -185,21 +272,24 @@ run() { # setup port conns round
       us = 1e6 / tick / (requests > 0 ? requests : 1)
       printf "%s\t%s\t%s\t%.1f\t%.3f\t%.3f\t%.2f\t%.2f\n", setup, conns, round, rps, p50, p99, (a[1] - b[1]) * us, (a[2] - b[2]) * us
     }' <<<"$out" >>"$RESULTS"
-  tail -n1 "$RESULTS" | awk -F'\t' '{ printf "  %-9s c=%-4s round %s: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu/req user %5.1f us system %5.1f us\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
+  tail -n1 "$RESULTS" | awk -F'\t' '{ printf "  %-10s c=%-4s round %s: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu/req user %5.1f us system %5.1f us\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
 }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; wrk -t$THREADS -d$DURATION; rounds: $ROUNDS"
+SINGLE_RSS_KB=0; SINGLE_CONNS=0; PEAK_RSS_KB=0; READY_MS=${READY_MS:-0}
+rss() { awk '/VmHWM/ {print $2}' "/proc/$PB_PID/status"; }
 for conns in $CONNS; do
-  run direct "$UP" "$conns" 1
+  if has direct; then run direct "$UP" "$conns" 1; fi
   for round in $(seq 1 "$ROUNDS"); do
-    run nginx "$PX" "$conns" "$round"
-    run patchbay "$PB" "$conns" "$round"
+    for setup in nginx nginx-lua patchbay; do
+      if has $setup; then run $setup "${PORT[$setup]}" "$conns" "$round"; fi
+    done
   done
   # Peak so far: the single-call rounds up to this many connections (and the smaller rmw runs before).
-  SINGLE_RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PB_PID/status"); SINGLE_CONNS=$conns
-  run rmw "$PB" "$conns" 1
+  if [[ -n $BIN ]]; then SINGLE_RSS_KB=$(rss); SINGLE_CONNS=$conns; fi
+  if has rmw; then run rmw "$PB" "$conns" 1; fi
 done
-PEAK_RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PB_PID/status")
+if [[ -n $BIN ]]; then PEAK_RSS_KB=$(rss); fi
 
 python3 - "$RESULTS" "$PEAK_RSS_KB" "$READY_MS" "$SINGLE_RSS_KB" "$SINGLE_CONNS" <<'PY'
 import csv, statistics, sys
@@ -210,21 +300,26 @@ single_mib, single_conns = int(sys.argv[4]) / 1024, sys.argv[5]
 def med(setup, conns, col):
     values = [float(r[col]) for r in rows if r[0] == setup and r[1] == conns]
     return statistics.median(values) if values else float("nan")
-print("\nmedians                 req/s      p50 ms    p99 ms   CPU µs/request of the serving process: user system")
+setups = [s for s in ["direct", "nginx", "nginx-lua", "patchbay", "rmw"] if any(r[0] == s for r in rows)]
+print("\nmedians                  req/s      p50 ms    p99 ms   CPU µs/request of the serving process: user system")
 conns_list = sorted({r[1] for r in rows}, key=int)
 for conns in conns_list:
-    for setup in ["direct", "nginx", "patchbay", "rmw"]:
-        print(f"  c={conns:<4} {setup:<9} {med(setup, conns, 3):10.0f} {med(setup, conns, 4):10.3f} {med(setup, conns, 5):9.3f}"
+    for setup in setups:
+        print(f"  c={conns:<4} {setup:<10} {med(setup, conns, 3):10.0f} {med(setup, conns, 4):10.3f} {med(setup, conns, 5):9.3f}"
               f"   {med(setup, conns, 6):6.1f} {med(setup, conns, 7):6.1f}")
-print("\nratios (medians)")
+# a ÷ b in throughput, p99 and CPU time per request (user + system), all from this run.
+pairs = [("patchbay", "nginx"), ("patchbay", "nginx-lua"), ("nginx-lua", "nginx"), ("patchbay", "direct"),
+         ("rmw", "patchbay")]
+print("\nratios (medians)                       throughput      p99  CPU/request")
 for conns in conns_list:
-    pb, ng, di, rmw = (med(s, conns, 3) for s in ["patchbay", "nginx", "direct", "rmw"])
-    p99 = med("patchbay", conns, 5) / med("nginx", conns, 5)
     cpu = lambda s: med(s, conns, 6) + med(s, conns, 7)
-    print(f"  c={conns:<4} throughput patchbay/nginx {pb/ng:.2f}  patchbay/direct {pb/di:.2f}  "
-          f"p99 patchbay/nginx {p99:.2f}  read-merge-write/single-call {rmw/pb:.2f}  "
-          f"CPU per request patchbay/nginx {cpu('patchbay')/cpu('nginx'):.2f}")
-print(f"\npatchbay peak RSS {single_mib:.1f} MiB through the single-call rounds at {single_conns} connections, "
-      f"{peak_mib:.1f} MiB over the whole run (read-merge-write opens Juice's own upstream connections); "
-      f"ready to serve {ready_ms} ms after start")
+    for a, b in pairs:
+        if a in setups and b in setups:
+            name = "read-merge-write ÷ single-call" if a == "rmw" else f"{a} ÷ {b}"
+            print(f"  c={conns:<4} {name:<31} {med(a, conns, 3) / med(b, conns, 3):10.2f} "
+                  f"{med(a, conns, 5) / med(b, conns, 5):8.2f} {cpu(a) / cpu(b):12.2f}")
+if "patchbay" in setups or "rmw" in setups:
+    print(f"\npatchbay peak RSS {single_mib:.1f} MiB through the single-call rounds at {single_conns} connections, "
+          f"{peak_mib:.1f} MiB over the whole run (read-merge-write opens Juice's own upstream connections); "
+          f"ready to serve {ready_ms} ms after start")
 PY

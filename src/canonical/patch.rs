@@ -272,8 +272,8 @@ fn parsed_web_url(text: &str) -> bool {
 }
 
 /// The common website, `http(s)://` + a lower-case dotted host name + an optional plain path, which the
-/// WHATWG parser (`url`) accepts; anything else goes through it. The parser was a sixth of a COUNT
-/// patch's translation (issue 4). Conservative by construction, and a property test holds it to `url`:
+/// WHATWG parser (`url`) accepts; anything else goes through it. The parser is the costliest step of a COUNT
+/// translation (benches/README.md). Conservative by construction, and a property test holds it to `url`:
 /// - host labels non-empty, of `a-z 0-9 -`, and none an IDNA label (`xn--`), which the parser decodes;
 /// - the last label starts with a letter, so the host cannot "end in a number" (an IPv4 address, which
 ///   the parser checks separately);

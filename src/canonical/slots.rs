@@ -1,6 +1,6 @@
 //! A map over a small closed set of keys (the canonical fields, addresses and address parts): one slot per
 //! key, in the keys' canonical order. A patch holds three of these; as B-trees they cost an allocation
-//! each and tree code on every request (issue 4).
+//! each and tree code on every request.
 
 use std::fmt;
 

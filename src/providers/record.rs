@@ -1,9 +1,8 @@
 //! A provider's record as read: its top-level members in a plain list, their values as JSON.
 //!
-//! serde_json's `Map` is a B-tree. Building one for every answer, then removing the canonical members
-//! from it one by one, was a tenth of a request's instructions (issue 4: inserts and removals with
-//! their rebalancing, plus a string comparison per node visited); a record has a few dozen members,
-//! which a list finds as fast, by length first. Nested objects (a stored address) stay `Value`s.
+//! serde_json's `Map` is a B-tree, costly to build for every answer and then empty member by member; a
+//! record's few dozen members are found as fast in a list, by length first (benches/README.md). Nested
+//! objects (a stored address) stay `Value`s.
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};

@@ -1,6 +1,5 @@
 //! The JSON body of a write, borrowed from the patch and the record it is merged with, and written once
-//! into the bytes sent: no map is built and no string copied on the way (issue 4: building and dropping a
-//! `serde_json::Map` with owned keys was most of a write's cost).
+//! into the bytes sent: no map is built and no string copied on the way.
 
 use bytes::Bytes;
 use serde::ser::{Serialize, Serializer};
@@ -102,9 +101,8 @@ impl<'a> Object<'a> {
 
     /// The JSON text to send.
     pub(crate) fn to_bytes(&self) -> Bytes {
-        // Room for a SparkLayer address list (~330 bytes for two entries): growing the buffer mid-write
-        // (a realloc and a copy) cost that translation 2 % of its instructions. 512 B is still one of
-        // mimalloc's small size classes, served as cheaply as 256 B.
+        // Room for a SparkLayer address list (~330 bytes) without regrowing mid-write; 512 B is still one
+        // of mimalloc's small size classes.
         let mut out = Vec::with_capacity(512);
         serde_json::to_writer(&mut out, self)
             .expect("a body of strings and JSON values serialises");

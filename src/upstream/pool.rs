@@ -3,9 +3,8 @@
 //!
 //! A request drives its connection itself, inside its own task: hyper's HTTP/1 connection future is
 //! polled together with the answer being read, so there is no connection task to wake and no hop
-//! between tasks (the load profile showed hyper-util's legacy client spending about a fifth of the
-//! gateway's CPU on that hop, its pool and the task it spawns per request to put a connection back).
-//! A connection goes back to its runtime's list as soon as its answer is read in full.
+//! between tasks (why not hyper-util's pooled client: benches/README.md). A connection goes back to
+//! its runtime's list as soon as its answer is read in full.
 
 use super::{error_chain, CallError, Response, MAX_RESPONSE_BYTES};
 use bytes::Bytes;
