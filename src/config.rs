@@ -31,6 +31,11 @@ pub struct Server {
     pub listen: SocketAddr,
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
+    /// Time allowed for a request body to arrive in full once its headers have.
+    pub body_timeout_ms: u64,
+    /// Open connections to the canonical API, across serving runtimes; 0: sized from the process's
+    /// open-file limit. Beyond it, new connections are closed at accept.
+    pub max_connections: usize,
     /// Time allowed to open a connection to a provider.
     pub connect_timeout_ms: u64,
     /// Time allowed for one whole upstream call, body included.
@@ -47,6 +52,22 @@ impl Server {
             n => n,
         }
     }
+
+    /// The connection limit in force: `max_connections`, or half the open-file limit (each downstream
+    /// connection may hold an upstream one), less a reserve for listeners and the process itself.
+    pub fn connection_limit(&self) -> usize {
+        match self.max_connections {
+            0 => open_file_limit().map_or(1024, |files| (files / 2).saturating_sub(64).max(64)),
+            n => n,
+        }
+    }
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux); `None` elsewhere or unlimited.
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 impl Default for Server {
@@ -54,6 +75,8 @@ impl Default for Server {
         Server {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_limit_bytes: 65_536,
+            body_timeout_ms: 10_000,
+            max_connections: 0,
             connect_timeout_ms: 2_000,
             upstream_timeout_ms: 10_000,
             workers: 0,
@@ -255,6 +278,9 @@ impl Config {
                 "server.workers: at most {MAX_WORKERS} serving runtimes (0: one per core), not {}",
                 self.server.workers
             ));
+        }
+        if self.server.body_timeout_ms == 0 {
+            problems.push("server.body_timeout_ms: must be more than 0".into());
         }
         if self.server.body_limit_bytes == 0 {
             problems.push("server.body_limit_bytes: must be more than 0".into());

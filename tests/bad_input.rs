@@ -310,3 +310,74 @@ async fn a_small_chunked_patch_is_accepted() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"first_name\":\"Chunky\""), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_bodies_are_cut_off_while_others_are_served() {
+    let mut config = test_config();
+    config.server.body_timeout_ms = 400;
+    let h = Harness::with_config(config).await;
+    h.clear_log().await;
+    // Twenty callers announce 100 bytes, send one, and stall without hanging up.
+    let started = std::time::Instant::now();
+    let head = format!(
+        "PATCH /customers/juice:{JUICE_ID} HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    let stalled: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = h.app.addr();
+            let head = head.clone();
+            tokio::task::spawn_blocking(move || {
+                use std::io::{Read, Write};
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                stream
+                    .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                    .unwrap();
+                stream.write_all(head.as_bytes()).unwrap();
+                // Until the server closes the connection (or the read times out: a failure).
+                let mut answer = Vec::new();
+                let closed = stream.read_to_end(&mut answer).is_ok();
+                (closed, String::from_utf8_lossy(&answer).into_owned())
+            })
+        })
+        .collect();
+    // Meanwhile another caller is served.
+    assert_eq!(h.get(&format!("juice:{JUICE_ID}")).await.status, 200);
+    for task in stalled {
+        let (closed, answer) = task.await.unwrap();
+        assert!(closed, "the connection was held open: {answer}");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+        assert!(answer.contains("server.body_timeout_ms"), "{answer}");
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let log = h.full_log().await;
+    assert_eq!(log.len(), 1, "only the GET reached a provider: {log:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_the_limit_are_closed_at_accept() {
+    use std::io::Read;
+    let mut config = test_config();
+    config.server.max_connections = 3;
+    let h = Harness::with_config(config).await;
+    let addr = h.app.addr();
+    let held: Vec<_> = (0..3)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    // Give the gateway time to accept the three.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut over = std::net::TcpStream::connect(addr).unwrap();
+    over.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0; 16];
+    // Closed without a byte of answer (EOF, or a reset), not left waiting for a request.
+    match over.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the fourth connection was not closed: {other:?}"),
+    }
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(h.get(&format!("juice:{JUICE_ID}")).await.status, 200);
+}

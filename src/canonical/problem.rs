@@ -29,6 +29,7 @@ pub enum ProblemKind {
     NotFound,
     MethodNotAllowed,
     UnsupportedMediaType,
+    RequestTimeout,
     PayloadTooLarge,
     Conflict,
     Unprocessable,
@@ -48,6 +49,7 @@ impl ProblemKind {
             ProblemKind::NotFound => 404,
             ProblemKind::MethodNotAllowed => 405,
             ProblemKind::UnsupportedMediaType => 415,
+            ProblemKind::RequestTimeout => 408,
             ProblemKind::PayloadTooLarge => 413,
             ProblemKind::Conflict => 409,
             ProblemKind::Unprocessable => 422,
@@ -68,6 +70,9 @@ impl ProblemKind {
             ProblemKind::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             ProblemKind::UnsupportedMediaType => {
                 ("unsupported-media-type", "Unsupported media type")
+            }
+            ProblemKind::RequestTimeout => {
+                ("request-timeout", "The request body did not arrive in time")
             }
             ProblemKind::PayloadTooLarge => ("payload-too-large", "Request body too large"),
             ProblemKind::Conflict => ("conflict", "Conflict"),

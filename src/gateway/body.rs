@@ -1,6 +1,6 @@
 //! Checks 6–7: a PATCH body of at most `server.body_limit_bytes` (413, refused before reading when its
-//! length is declared), holding one UTF-8 JSON object without duplicate keys (400). A GET's body is
-//! not read.
+//! length is declared), arriving within `server.body_timeout_ms` (408, and the connection closed),
+//! holding one UTF-8 JSON object without duplicate keys (400). A GET's body is not read.
 
 use super::route::Routed;
 use super::{BoxError, BoxFuture};
@@ -11,6 +11,7 @@ use http::{HeaderMap, Method};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tower::{Layer, Service, ServiceExt};
 
 /// The body, as patchbay reads it: too large, cut short, or not one JSON object.
@@ -20,6 +21,8 @@ pub(crate) enum BodyError {
     TooLarge { limit: usize },
     #[error("the request body could not be read: {0}")]
     Unreadable(String),
+    #[error("the body did not arrive within {0} ms (server.body_timeout_ms)")]
+    TimedOut(u128),
     #[error("{0}")]
     NotAJsonObject(String),
 }
@@ -30,11 +33,12 @@ pub(crate) type JsonBody = Option<Map<String, Value>>;
 #[derive(Clone, Copy)]
 pub(crate) struct JsonBodyLayer {
     limit: usize,
+    timeout: Duration,
 }
 
 impl JsonBodyLayer {
-    pub fn new(limit: usize) -> JsonBodyLayer {
-        JsonBodyLayer { limit }
+    pub fn new(limit: usize, timeout: Duration) -> JsonBodyLayer {
+        JsonBodyLayer { limit, timeout }
     }
 }
 
@@ -44,6 +48,7 @@ impl<S> Layer<S> for JsonBodyLayer {
     fn layer(&self, inner: S) -> ReadJsonBody<S> {
         ReadJsonBody {
             limit: self.limit,
+            timeout: self.timeout,
             inner,
         }
     }
@@ -52,6 +57,7 @@ impl<S> Layer<S> for JsonBodyLayer {
 #[derive(Clone)]
 pub(crate) struct ReadJsonBody<S> {
     limit: usize,
+    timeout: Duration,
     inner: S,
 }
 
@@ -72,7 +78,7 @@ where
 
     fn call(&mut self, request: Routed<B>) -> Self::Future {
         let inner = self.inner.clone();
-        let limit = self.limit;
+        let (limit, timeout) = (self.limit, self.timeout);
         Box::pin(async move {
             let Routed {
                 head,
@@ -81,7 +87,10 @@ where
                 id,
             } = request;
             let object = if head.method == Method::PATCH {
-                let bytes = read_body(&head.headers, body, limit).await?;
+                // A caller that stalls mid-body must not hold the connection and its buffers forever.
+                let bytes = tokio::time::timeout(timeout, read_body(&head.headers, body, limit))
+                    .await
+                    .map_err(|_| BodyError::TimedOut(timeout.as_millis()))??;
                 Some(parse_object(&bytes).map_err(BodyError::NotAJsonObject)?)
             } else {
                 None

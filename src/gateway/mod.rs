@@ -35,6 +35,7 @@ use locks::KeyedLocks;
 use rate_limit::{fingerprint, LocalStore, Quota, RateLimiter, RedisStore, Store};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -54,7 +55,11 @@ struct Shared {
     providers: Arc<[Arc<ProviderRuntime>]>,
     names: Arc<[&'static str]>,
     body_limit: usize,
+    body_timeout: Duration,
     client: ClientSettings,
+    /// Open connections across serving runtimes, and how many may be.
+    connections: Arc<AtomicUsize>,
+    max_connections: usize,
 }
 
 impl Gateway {
@@ -113,6 +118,9 @@ impl Gateway {
                 providers: providers.into(),
                 names,
                 body_limit: config.server.body_limit_bytes,
+                body_timeout: Duration::from_millis(config.server.body_timeout_ms),
+                connections: Arc::new(AtomicUsize::new(0)),
+                max_connections: config.server.connection_limit(),
                 client: ClientSettings {
                     connect_timeout: Duration::from_millis(config.server.connect_timeout_ms),
                     call_timeout: Duration::from_millis(config.server.upstream_timeout_ms),
@@ -194,6 +202,23 @@ impl Stores {
     }
 }
 
+/// One open connection, counted against `server.max_connections` until it is dropped.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    fn take(shared: &Shared) -> Option<ConnectionSlot> {
+        let open = shared.connections.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnectionSlot(shared.connections.clone());
+        (open < shared.max_connections).then_some(slot)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// How long open connections may take to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -230,10 +255,17 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Futur
             },
             () = &mut shutdown => break,
         };
+        // Over `server.max_connections` the connection is closed at once: the caller sees it closed
+        // (or reset) before any answer, and can retry elsewhere or later.
+        let Some(slot) = ConnectionSlot::take(&gateway.inner) else {
+            tracing::debug!("connection refused: server.max_connections reached");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let connection =
             graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }

@@ -16,7 +16,7 @@ use crate::upstream::{CallError, CredentialsRefused};
 use bytes::Bytes;
 use futures_util::future::{Either, Map};
 use futures_util::FutureExt;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use std::convert::Infallible;
@@ -112,6 +112,12 @@ pub(crate) fn rescue(error: BoxError) -> Response<Full<Bytes>> {
     let error: &(dyn Error + 'static) = &*error;
     let problem = problem(error);
     let mut response = render(&problem);
+    if problem.kind == ProblemKind::RequestTimeout {
+        // The rest of a stalled body is not worth waiting for: hyper closes after this answer.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(RouteError::OnlyGet(_)) = cause::<RouteError>(error) {
         response
             .headers_mut()
@@ -168,6 +174,7 @@ fn problem(error: &(dyn Error + 'static)) -> Problem {
     if let Some(body) = cause::<BodyError>(error) {
         let kind = match body {
             BodyError::TooLarge { .. } => ProblemKind::PayloadTooLarge,
+            BodyError::TimedOut(_) => ProblemKind::RequestTimeout,
             BodyError::Unreadable(_) | BodyError::NotAJsonObject(_) => ProblemKind::BadRequest,
         };
         return Problem::new(kind, body.to_string());

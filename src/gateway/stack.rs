@@ -104,14 +104,14 @@ where
         .layer(QuotasLayer::new(shared.providers.clone()))
         // The canonical customer as JSON, with the lenient and rate-limit headers layers added.
         .map_response(Answer::into_response)
-        // Checks 1–3: a customer path of a known (404), configured (503) provider, GET or PATCH
-        // (405), an id the provider could have (400).
+        // Checks 1–3: one Host (400), a customer path of a known (404), configured (503) provider,
+        // GET or PATCH (405), an id the provider could have (400).
         .layer(RouteLayer::new(shared.providers.clone()))
         // Check 4, caller authentication, is not in this version: listen on loopback only.
         // Check 5: a PATCH body in a JSON media type (415).
         .layer(ContentTypeLayer)
-        // Checks 6–7: at most `server.body_limit_bytes` (413) of one JSON object (400).
-        .layer(JsonBodyLayer::new(shared.body_limit))
+        // Checks 6–7: at most `server.body_limit_bytes` (413), in time (408), one JSON object (400).
+        .layer(JsonBodyLayer::new(shared.body_limit, shared.body_timeout))
         // Checks 8–9: a valid canonical patch, of what this provider can store (422; lenient skips).
         .layer(ValidateLayer::new(shared.names.clone()))
         // A serialised write runs to its end, lock held, even if its caller hangs up.
