@@ -222,17 +222,13 @@ fn parse_field(field: Field, value: Value) -> Result<Change, String> {
 }
 
 /// A canonical string: at most `max` characters, none of them a control character (U+0000–U+001F,
-/// U+007F), which no provider's field is meant to hold. One pass over the bytes: a control character
-/// is one byte in UTF-8, and every character has exactly one byte that is not a continuation byte.
+/// U+007F), which no provider's field is meant to hold (each is one byte in UTF-8). Characters are
+/// counted only when the bytes could be too many: a character is at least one byte.
 fn check_len(text: &str, max: usize) -> Result<(), String> {
-    let mut chars = 0;
-    for byte in text.bytes() {
-        if byte < 0x20 || byte == 0x7f {
-            return Err("must not contain control characters (U+0000–U+001F, U+007F)".into());
-        }
-        chars += usize::from(byte & 0xc0 != 0x80);
+    if text.bytes().any(|byte| byte < 0x20 || byte == 0x7f) {
+        return Err("must not contain control characters (U+0000–U+001F, U+007F)".into());
     }
-    if chars > max {
+    if text.len() > max && text.chars().count() > max {
         Err(format!("must be at most {max} characters"))
     } else {
         Ok(())

@@ -10,6 +10,8 @@ use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, Method};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower::{Layer, Service, ServiceExt};
@@ -87,10 +89,7 @@ where
                 id,
             } = request;
             let object = if head.method == Method::PATCH {
-                // A caller that stalls mid-body must not hold the connection and its buffers forever.
-                let bytes = tokio::time::timeout(timeout, read_body(&head.headers, body, limit))
-                    .await
-                    .map_err(|_| BodyError::TimedOut(timeout.as_millis()))??;
+                let bytes = read_body(&head.headers, body, limit, timeout).await?;
                 Some(parse_object(&bytes).map_err(BodyError::NotAJsonObject)?)
             } else {
                 None
@@ -111,6 +110,7 @@ pub(crate) async fn read_body<B>(
     headers: &HeaderMap,
     body: B,
     limit: usize,
+    timeout: Duration,
 ) -> Result<Bytes, BodyError>
 where
     B: http_body::Body<Data = Bytes>,
@@ -123,7 +123,16 @@ where
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
+    let mut collect = pin!(Limited::new(body, limit).collect());
+    // Most bodies arrive with their headers and need no timer; a caller that stalls mid-body must not
+    // hold the connection and its buffers forever.
+    let collected = match poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await {
+        Poll::Ready(collected) => collected,
+        Poll::Pending => tokio::time::timeout(timeout, collect)
+            .await
+            .map_err(|_| BodyError::TimedOut(timeout.as_millis()))?,
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             Err(BodyError::TooLarge { limit })

@@ -21,9 +21,11 @@ use tower::{Layer, Service};
 #[error("`Idempotency-Key` must be one value of 1 to 255 printable ASCII characters ({0})")]
 pub(crate) struct BadIdempotencyKey(&'static str);
 
+const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
 /// The caller's `Idempotency-Key`, when it sent a usable one.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<HeaderValue>, BadIdempotencyKey> {
-    let mut keys = headers.get_all("idempotency-key").iter();
+    let mut keys = headers.get_all(IDEMPOTENCY_KEY).iter();
     let Some(key) = keys.next() else {
         return Ok(None);
     };
