@@ -253,3 +253,36 @@ async fn a_caller_who_hangs_up_does_not_cut_a_write_short() {
         "Hung Up"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_message_never_relays_our_credentials_and_stays_short() {
+    let h = Harness::start().await;
+    let key = patchbay::sandbox::credentials::JUICE_API_KEY;
+    let message = format!(
+        "key {key} is not allowed to change this customer {}",
+        "!".repeat(5000)
+    );
+    let body = json!({"error": {"message": message, "errors": [
+        {"field": "phone_number", "message": format!("rejected for {key}")}
+    ]}});
+    h.fault(
+        "juice",
+        json!({"status": 422, "body": body.to_string(), "times": 1}),
+    )
+    .await;
+    let answer = h
+        .patch(
+            "juice:6f7e1e7f-93d1-4fcc-b7a4-738f869615c8",
+            &json!({"first_name": "Ada"}),
+        )
+        .await;
+    assert_eq!(answer.status.as_u16(), 422, "{:?}", answer.body);
+    let text = String::from_utf8_lossy(&answer.raw);
+    assert!(
+        !text.contains(key),
+        "our key went back to the caller: {text}"
+    );
+    assert!(text.contains("[redacted]"), "{text}");
+    assert_eq!(answer.body["errors"][0]["field"], "phone");
+    assert!(answer.raw.len() < 2048, "{} bytes", answer.raw.len());
+}

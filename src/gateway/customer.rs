@@ -321,11 +321,21 @@ impl Flow<'_> {
             retry_after(&response.headers, SystemTime::now())
                 .unwrap_or(provider.fallback_retry_after)
         });
+        // What the provider said goes back to the caller: never one of our credentials in it.
+        let redact = |text: &str| match &provider.upstream {
+            Some(upstream) => upstream.redact(text),
+            None => text.to_owned(),
+        };
+        let errors = failure
+            .errors
+            .into_iter()
+            .map(|error| FieldError::new(error.field, redact(&error.message)))
+            .collect();
         Err(ProviderAnswered {
             provider: name,
             status,
-            message: failure.message,
-            errors: failure.errors,
+            message: failure.message.as_deref().map(redact),
+            errors,
             retry_after,
         }
         .into())

@@ -369,6 +369,12 @@ impl CredentialScheme for CountCredentials {
         &self.client_id
     }
 
+    fn secrets(&self) -> Vec<&Secret> {
+        let mut secrets = vec![&self.client_secret, &self.refresh_token];
+        secrets.extend(&self.access_token);
+        secrets
+    }
+
     fn authorize(&self, call: Outgoing<'_>, token: Option<&Secret>) {
         self.sign(call.headers, call.method, call.path, call.body, call.now);
         authorize_bearer(call.headers, token);

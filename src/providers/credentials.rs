@@ -49,6 +49,9 @@ pub trait CredentialScheme: Send + Sync {
     /// The identity the provider's rate limit counts against: an API key or a client id.
     fn credential_id(&self) -> &str;
 
+    /// Every configured secret, so that none is ever relayed back (a provider may echo one in an error).
+    fn secrets(&self) -> Vec<&Secret>;
+
     /// Adds the credential headers (and signature) to a call; `token` is the current access token
     /// of a scheme that uses tokens.
     fn authorize(&self, call: Outgoing<'_>, token: Option<&Secret>);

@@ -230,6 +230,10 @@ impl CredentialScheme for JuiceKey {
         self.api_key.expose()
     }
 
+    fn secrets(&self) -> Vec<&Secret> {
+        vec![&self.api_key]
+    }
+
     fn authorize(&self, call: Outgoing<'_>, _token: Option<&Secret>) {
         let headers = call.headers;
         headers.insert(AUTHORIZATION, self.authorization.clone());

@@ -504,6 +504,10 @@ impl CredentialScheme for ClientCredentials {
         &self.client_id
     }
 
+    fn secrets(&self) -> Vec<&Secret> {
+        vec![&self.client_secret]
+    }
+
     fn authorize(&self, call: Outgoing<'_>, token: Option<&Secret>) {
         authorize_bearer(call.headers, token);
         call.headers.insert(site_id_header(), self.site_id.clone());

@@ -235,6 +235,10 @@ impl CredentialScheme for BearerKey {
         self.api_key.expose()
     }
 
+    fn secrets(&self) -> Vec<&Secret> {
+        vec![&self.api_key]
+    }
+
     fn authorize(&self, call: Outgoing<'_>, _token: Option<&Secret>) {
         call.headers
             .insert(AUTHORIZATION, self.authorization.clone());

@@ -15,7 +15,7 @@ use http::HeaderValue;
 use http::Request;
 use http_body_util::Full;
 use std::future::{ready, Ready};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 use tower::{Service, ServiceExt};
@@ -28,6 +28,9 @@ type Budget = Option<Arc<dyn CallBudget>>;
 /// One provider's credentials at run time: its scheme and the tokens it has been given.
 pub struct Auth {
     scheme: Box<dyn CredentialScheme>,
+    /// The tokens obtained at run time, newest last, for [`Auth::redact`] (a few: a rotated one may
+    /// still be echoed by a provider shortly after).
+    issued: std::sync::Mutex<Vec<Secret>>,
     /// Held across a token call: a rotated refresh token works once, so two refreshes must never race.
     tokens: tokio::sync::Mutex<Tokens>,
 }
@@ -46,8 +49,23 @@ impl Auth {
         };
         Auth {
             scheme,
+            issued: std::sync::Mutex::new(Vec::new()),
             tokens: tokio::sync::Mutex::new(tokens),
         }
+    }
+
+    /// `text` with every configured secret and every token obtained at run time replaced by
+    /// `[redacted]`: what a provider says goes back to callers, and must never carry a credential.
+    pub fn redact(&self, text: &str) -> String {
+        let issued = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut text = text.to_owned();
+        for secret in self.scheme.secrets().into_iter().chain(issued.iter()) {
+            // A short value (an empty key) would redact everything and protects nothing.
+            if secret.expose().len() >= 4 {
+                text = text.replace(secret.expose(), "[redacted]");
+            }
+        }
+        text
     }
 
     /// The identity the provider's rate limit counts against: the API key, or the client id.
@@ -139,6 +157,16 @@ impl Auth {
         );
         if let Some(refresh) = &token.refresh {
             tokens.refresh = Some(refresh.clone());
+        }
+        {
+            let mut issued = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
+            issued.extend(
+                [Some(token.access.clone()), token.refresh.clone()]
+                    .into_iter()
+                    .flatten(),
+            );
+            let over = issued.len().saturating_sub(8);
+            issued.drain(..over);
         }
         let access = token.access.clone();
         tokens.access = Some(token);

@@ -104,6 +104,11 @@ impl Upstream {
         self.auth.credential_id()
     }
 
+    /// `text` without any credential of this provider's (see [`Auth::redact`]).
+    pub fn redact(&self, text: &str) -> String {
+        self.auth.redact(text)
+    }
+
     /// Whether the next call must first obtain or refresh a token (one more call to count).
     pub async fn will_fetch_token(&self) -> bool {
         self.auth.will_fetch_token().await
