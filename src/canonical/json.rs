@@ -43,6 +43,10 @@ pub fn kind_of(value: &Value) -> &'static str {
     }
 }
 
+/// How serde_json (with `arbitrary_precision`) hands a number's text to a visitor: a one-member map
+/// under this key.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
 struct StrictValue;
 
 impl<'de> DeserializeSeed<'de> for StrictValue {
@@ -99,6 +103,11 @@ impl<'de> Visitor<'de> for StrictValue {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
+            if key == NUMBER_TOKEN && map.is_empty() {
+                // A number, as its text: passed on unchanged, never rounded through f64.
+                let text: String = access.next_value()?;
+                return text.parse().map(Value::Number).map_err(de::Error::custom);
+            }
             if map.contains_key(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
             }
@@ -117,6 +126,27 @@ mod tests {
     fn accepts_an_object() {
         let map = parse_object(br#"{"a":{"b":[1,2,{"c":null}]}}"#).unwrap();
         assert_eq!(map["a"]["b"][2]["c"], Value::Null);
+    }
+
+    #[test]
+    fn numbers_keep_their_digits() {
+        // serde_json writes an exponent as `e` with its sign; every digit, sign and point is kept.
+        for (text, kept) in [
+            (
+                "123456789012345678901234567890",
+                "123456789012345678901234567890",
+            ),
+            ("1E2", "1e+2"),
+            ("1e-999", "1e-999"),
+            ("-0", "-0"),
+            ("0.10", "0.10"),
+            ("-1.5E+300", "-1.5e+300"),
+        ] {
+            let body = format!(r#"{{"n":{text},"deep":[{{"n":{text}}}]}}"#);
+            let map = parse_object(body.as_bytes()).unwrap();
+            assert_eq!(map["n"].to_string(), kept);
+            assert_eq!(map["deep"][0]["n"].to_string(), kept);
+        }
     }
 
     #[test]
