@@ -142,3 +142,57 @@ async fn a_closed_stdout_does_not_stop_the_gateway() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn memory_held_by_stalled_bodies_is_given_back() {
+    use std::io::{Read, Write};
+    let gateway = GatewayProcess::spawn(&[
+        ("RUST_LOG", "info"),
+        ("PATCHBAY_SERVER__BODY_TIMEOUT_MS", "400"),
+    ]);
+    let addr = gateway.addr();
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = gateway.rss_kib();
+    let head =
+        "PATCH /customers/juice:6f7e1e7f-93d1-4fcc-b7a4-738f869615c8 HTTP/1.1\r\nHost: x\r\n\
+                Content-Type: application/json\r\nContent-Length: 65000\r\n\r\n{\"first_name\":\"";
+    let mut after_wave = Vec::new();
+    // Four waves of twenty callers, each sending 60 KB of a 65 KB body and stalling: each wave is cut off
+    // by the timeout, and what its buffers held is reused by the next instead of adding up.
+    for _ in 0..4 {
+        let mut stalled: Vec<std::net::TcpStream> = (0..20)
+            .map(|_| {
+                let mut stream = std::net::TcpStream::connect(addr.as_str()).unwrap();
+                stream.write_all(head.as_bytes()).unwrap();
+                stream.write_all(&[b'x'; 60_000]).unwrap();
+                stream
+            })
+            .collect();
+        for stream in &mut stalled {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut answer = Vec::new();
+            stream
+                .read_to_end(&mut answer)
+                .expect("closed by the gateway");
+            assert!(
+                answer.starts_with(b"HTTP/1.1 408"),
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        after_wave.push(gateway.rss_kib());
+    }
+    // Twenty stalled 60 KB bodies are 1.2 MB a wave: had they stayed, four waves would hold 4.8 MB.
+    let (first, last) = (after_wave[0], after_wave[3]);
+    assert!(
+        last < first + 2048,
+        "memory grows wave after wave: {after_wave:?} (idle {idle})"
+    );
+    assert!(
+        last < idle + 4096,
+        "far above idle: {after_wave:?} (idle {idle})"
+    );
+}

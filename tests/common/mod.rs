@@ -386,6 +386,14 @@ impl GatewayProcess {
         }
     }
 
+    /// Its resident memory, from `/proc/<pid>/status`, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("a running process has a status");
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// Where its canonical API listens.
     pub fn addr(&self) -> String {
         self.addr_after("patchbay ready")
