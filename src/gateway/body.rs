@@ -128,7 +128,8 @@ where
     // hold the connection and its buffers forever.
     let collected = match poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await {
         Poll::Ready(collected) => collected,
-        Poll::Pending => tokio::time::timeout(timeout, collect)
+        // Boxed: the timer is large, and every request's future would otherwise carry room for it.
+        Poll::Pending => Box::pin(tokio::time::timeout(timeout, collect))
             .await
             .map_err(|_| BodyError::TimedOut(timeout.as_millis()))?,
     };
