@@ -4,54 +4,29 @@
 
 use super::route::Routed;
 use super::BoxError;
-use futures_util::future::Either;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, Method};
-use std::future::{ready, Ready};
-use std::task::{Context, Poll};
-use tower::{Layer, Service};
+use tower::filter::Predicate;
 
 /// The body is not in a media type patchbay reads.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct UnsupportedMediaType(pub String);
 
+/// The media-type check (a `tower::filter` predicate).
 #[derive(Clone, Copy, Default)]
-pub(crate) struct ContentTypeLayer;
+pub(crate) struct ContentType;
 
-impl<S> Layer<S> for ContentTypeLayer {
-    type Service = ContentType<S>;
+impl<B> Predicate<Routed<B>> for ContentType {
+    type Request = Routed<B>;
 
-    fn layer(&self, inner: S) -> ContentType<S> {
-        ContentType { inner }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct ContentType<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Routed<B>> for ContentType<S>
-where
-    S: Service<Routed<B>, Error = BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = Either<Ready<Result<S::Response, BoxError>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Routed<B>) -> Self::Future {
+    fn check(&mut self, request: Routed<B>) -> Result<Routed<B>, BoxError> {
         if request.head.method == Method::PATCH {
             let headers = &request.head.headers;
-            if let Err(error) = check_content_type(headers).and_then(|()| check_encoding(headers)) {
-                return Either::Left(ready(Err(error.into())));
-            }
+            check_content_type(headers)?;
+            check_encoding(headers)?;
         }
-        Either::Right(self.inner.call(request))
+        Ok(request)
     }
 }
 

@@ -5,14 +5,11 @@
 use super::customer::ProviderRuntime;
 use super::request::customer_path;
 use super::BoxError;
-use futures_util::future::Either;
 use http::header::HOST;
 use http::request::Parts;
 use http::{Method, Request, Version};
-use std::future::{ready, Ready};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::{Layer, Service};
+use tower::filter::Predicate;
 
 /// Why a request names no customer this gateway can serve.
 #[derive(Debug, thiserror::Error)]
@@ -48,36 +45,18 @@ pub(crate) struct Routed<B> {
     pub id: String,
 }
 
-/// The routing layer: the gateway's providers, in the order of the route's error message.
+/// The routing check (a `tower::filter` predicate): the gateway's providers, in the order of the
+/// route's error message.
 #[derive(Clone)]
-pub(crate) struct RouteLayer {
+pub(crate) struct Route {
     providers: Arc<[Arc<ProviderRuntime>]>,
 }
 
-impl RouteLayer {
-    pub fn new(providers: Arc<[Arc<ProviderRuntime>]>) -> RouteLayer {
-        RouteLayer { providers }
+impl Route {
+    pub fn new(providers: Arc<[Arc<ProviderRuntime>]>) -> Route {
+        Route { providers }
     }
-}
 
-impl<S> Layer<S> for RouteLayer {
-    type Service = Route<S>;
-
-    fn layer(&self, inner: S) -> Route<S> {
-        Route {
-            providers: self.providers.clone(),
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Route<S> {
-    providers: Arc<[Arc<ProviderRuntime>]>,
-    inner: S,
-}
-
-impl<S> Route<S> {
     fn route<B>(&self, request: Request<B>) -> Result<Routed<B>, RouteError> {
         let (head, body) = request.into_parts();
         let hosts = head.headers.get_all(HOST).iter().count();
@@ -120,22 +99,10 @@ impl<S> Route<S> {
     }
 }
 
-impl<S, B> Service<Request<B>> for Route<S>
-where
-    S: Service<Routed<B>, Error = BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = Either<Ready<Result<S::Response, BoxError>>, S::Future>;
+impl<B> Predicate<Request<B>> for Route {
+    type Request = Routed<B>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        match self.route(request) {
-            Ok(routed) => Either::Right(self.inner.call(routed)),
-            Err(error) => Either::Left(ready(Err(error.into()))),
-        }
+    fn check(&mut self, request: Request<B>) -> Result<Routed<B>, BoxError> {
+        Ok(self.route(request)?)
     }
 }

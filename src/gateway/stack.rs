@@ -3,15 +3,15 @@
 //! Nothing reaches a provider before the last service.
 
 use super::body::JsonBodyLayer;
-use super::content::ContentTypeLayer;
+use super::content::ContentType;
 use super::customer::{Answer, CustomerCall, CustomerService};
 use super::customer_lock::CustomerLockLayer;
 use super::detach::DetachLayer;
 use super::quotas::QuotasLayer;
 use super::rate_limit::RateLimitLayer;
 use super::rescue::{self, RescueLayer};
-use super::route::RouteLayer;
-use super::validate::ValidateLayer;
+use super::route::Route;
+use super::validate::Validate;
 use super::{BoxError, Gateway};
 use crate::upstream::Client;
 use bytes::Bytes;
@@ -106,14 +106,14 @@ where
         .map_response(Answer::into_response)
         // Checks 1–3: one Host (400), a customer path of a known (404), configured (503) provider,
         // GET or PATCH (405), an id the provider could have (400).
-        .layer(RouteLayer::new(shared.providers.clone()))
+        .filter(Route::new(shared.providers.clone()))
         // Check 4, caller authentication, is not in this version: listen on loopback only.
         // Check 5: a PATCH body in a JSON media type (415).
-        .layer(ContentTypeLayer)
+        .filter(ContentType)
         // Checks 6–7: at most `server.body_limit_bytes` (413), in time (408), one JSON object (400).
         .layer(JsonBodyLayer::new(shared.body_limit, shared.body_timeout))
         // Checks 8–9: a valid canonical patch, of what this provider can store (422; lenient skips).
-        .layer(ValidateLayer::new(shared.names.clone()))
+        .filter(Validate::new(shared.names.clone()))
         // A serialised write runs to its end, lock held, even if its caller hangs up.
         .layer(DetachLayer)
         // One read-merge-write of a customer at a time, so no update is lost.

@@ -8,13 +8,10 @@ use super::request::prefers_lenient;
 use super::route::Routed;
 use super::BoxError;
 use crate::canonical::{CustomerPatch, FieldError};
-use futures_util::future::Either;
 use http::{HeaderMap, HeaderValue};
 use serde_json::Value;
-use std::future::{ready, Ready};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::{Layer, Service};
+use tower::filter::Predicate;
 
 /// `Idempotency-Key` is not one value of 1–255 printable ASCII characters.
 #[derive(Debug, thiserror::Error)]
@@ -49,36 +46,18 @@ pub(crate) struct Invalid {
     pub errors: Vec<FieldError>,
 }
 
+/// The validation check (a `tower::filter` predicate).
 #[derive(Clone)]
-pub(crate) struct ValidateLayer {
+pub(crate) struct Validate {
     /// Every provider's name: `provider_fields` may only name these.
     names: Arc<[&'static str]>,
 }
 
-impl ValidateLayer {
-    pub fn new(names: Arc<[&'static str]>) -> ValidateLayer {
-        ValidateLayer { names }
+impl Validate {
+    pub fn new(names: Arc<[&'static str]>) -> Validate {
+        Validate { names }
     }
-}
 
-impl<S> Layer<S> for ValidateLayer {
-    type Service = Validate<S>;
-
-    fn layer(&self, inner: S) -> Validate<S> {
-        Validate {
-            names: self.names.clone(),
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Validate<S> {
-    names: Arc<[&'static str]>,
-    inner: S,
-}
-
-impl<S> Validate<S> {
     fn validate(&self, request: Routed<JsonBody>) -> Result<CustomerCall, BoxError> {
         let Routed {
             head,
@@ -129,22 +108,10 @@ impl<S> Validate<S> {
     }
 }
 
-impl<S> Service<Routed<JsonBody>> for Validate<S>
-where
-    S: Service<CustomerCall, Error = BoxError>,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = Either<Ready<Result<S::Response, BoxError>>, S::Future>;
+impl Predicate<Routed<JsonBody>> for Validate {
+    type Request = CustomerCall;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Routed<JsonBody>) -> Self::Future {
-        match self.validate(request) {
-            Ok(call) => Either::Right(self.inner.call(call)),
-            Err(error) => Either::Left(ready(Err(error))),
-        }
+    fn check(&mut self, request: Routed<JsonBody>) -> Result<CustomerCall, BoxError> {
+        self.validate(request)
     }
 }
