@@ -1,11 +1,13 @@
 //! The process: start the sandbox when enabled and point the providers at it, build the gateway, listen,
 //! and serve until shutdown. Tests start the same thing in-process with [`start`].
 
-use crate::config::Config;
+use crate::config::{Config, StateBackend};
 use crate::gateway::{serve, Gateway};
 use crate::providers;
 use crate::sandbox::Sandbox;
+use crate::state::{StateError, Store};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -148,7 +150,27 @@ pub async fn start(mut config: Config) -> std::io::Result<Running> {
     } else {
         None
     };
-    let gateway = Gateway::new(&config);
+    let state = Store::open(&config).map_err(std::io::Error::other)?;
+    let gateway = Gateway::with_state(&config, Arc::new(state));
+    match gateway.load_tokens().await {
+        Ok(()) => {}
+        // A shared store may come back before the first token is needed; a file or a value that
+        // cannot be read will not.
+        Err(error @ StateError::Unavailable { .. })
+            if config.state.backend == StateBackend::Redis =>
+        {
+            tracing::warn!(%error, "the stored tokens could not be read yet; they are read again before the first token call")
+        }
+        Err(error) => return Err(std::io::Error::other(error)),
+    }
+    if config.state.backend == StateBackend::Memory && sandbox.is_none() {
+        for provider in gateway.rotating() {
+            tracing::warn!(
+                provider,
+                "the provider rotates its refresh token and state.backend = \"memory\": a restart after a refresh loses it; set state.backend = \"file\" (with state.dir) or \"redis\""
+            );
+        }
+    }
     for (provider, missing) in gateway.disabled() {
         tracing::warn!(
             provider,

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 pub use crate::providers::settings::{
     AuthScheme, LimitMode, ProviderConfig, ProviderRateLimit, Secret, Window,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -22,6 +22,7 @@ pub struct Config {
     /// Keyed by provider name, as in the canonical path.
     pub providers: BTreeMap<String, ProviderConfig>,
     pub rate_limit: RateLimitStore,
+    pub state: State,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -129,6 +130,30 @@ pub struct RateLimitStore {
     /// replica; without one a local gateway picks a random key per process, so its `/quotas` cannot be
     /// used to confirm a guessed credential.
     pub fingerprint_key: Option<Secret>,
+    /// The PEM file of a private CA that signed Redis's certificate (`rediss://` only).
+    pub redis_ca_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    #[default]
+    Memory,
+    File,
+    Redis,
+}
+
+/// Where run-time state that must survive is kept: rotated refresh tokens, shared access tokens.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct State {
+    pub backend: StateBackend,
+    /// The file backend's directory (created, mode 0700, and locked while patchbay runs).
+    pub dir: Option<PathBuf>,
+    /// The redis backend's URL; default: `rate_limit.redis_url`.
+    pub redis_url: Option<Secret>,
+    /// Its private CA file; default: `rate_limit.redis_ca_file` when the URL is the rate limit's too.
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 impl Default for RateLimitStore {
@@ -139,6 +164,7 @@ impl Default for RateLimitStore {
             on_store_error: OnStoreError::FailClosed,
             replicas: 1,
             fingerprint_key: None,
+            redis_ca_file: None,
         }
     }
 }
@@ -169,6 +195,7 @@ impl Default for Config {
             sandbox: Sandbox::default(),
             providers,
             rate_limit: RateLimitStore::default(),
+            state: State::default(),
         }
     }
 }
@@ -334,15 +361,42 @@ impl Config {
             problems
                 .push("rate_limit.redis_url: required when rate_limit.backend = \"redis\"".into());
         }
+        // A URL may carry a password: say what is wrong, never what it is.
         if let Some(url) = &self.rate_limit.redis_url {
-            // The URL may carry a password: say what is wrong, never what it is.
-            if redis::Client::open(url.expose()).is_err() {
-                problems.push(
-                    "rate_limit.redis_url: not a redis:// URL (rediss:// is not built in)".into(),
-                );
+            let ca_file = self.rate_limit.redis_ca_file.as_deref();
+            if let Err(problem) = crate::state::redis::check(url.expose(), ca_file) {
+                problems.push(format!("rate_limit.redis_url: {problem}"));
+            }
+        }
+        match self.state.backend {
+            StateBackend::File if self.state.dir.is_none() => problems
+                .push("state.dir: required when state.backend = \"file\" (a directory patchbay may create)".into()),
+            StateBackend::Redis if self.state_redis().0.is_none() => problems.push(
+                "state.redis_url: required when state.backend = \"redis\" (or set rate_limit.redis_url)"
+                    .into(),
+            ),
+            _ => {}
+        }
+        if let Some(url) = &self.state.redis_url {
+            if let Err(problem) = crate::state::redis::check(url.expose(), self.state_redis().1) {
+                problems.push(format!("state.redis_url: {problem}"));
             }
         }
         problems
+    }
+
+    /// The state store's Redis URL and CA file: its own, or the rate limit's.
+    pub fn state_redis(&self) -> (Option<&Secret>, Option<&Path>) {
+        match &self.state.redis_url {
+            Some(url) => (Some(url), self.state.redis_ca_file.as_deref()),
+            None => (
+                self.rate_limit.redis_url.as_ref(),
+                self.state
+                    .redis_ca_file
+                    .as_deref()
+                    .or(self.rate_limit.redis_ca_file.as_deref()),
+            ),
+        }
     }
 
     /// Providers without the credentials they need (sandbox off): disabled, answering 503.
@@ -457,6 +511,43 @@ mod tests {
     }
 
     #[test]
+    fn a_state_store_names_what_it_lacks() {
+        let problems = |toml: &str| load(toml).err().map(|e| e.0).unwrap_or_default();
+        assert_eq!(
+            problems("state.backend = \"file\""),
+            ["state.dir: required when state.backend = \"file\" (a directory patchbay may create)"]
+        );
+        let redis = problems("state.backend = \"redis\"");
+        assert!(
+            redis[0].starts_with("state.redis_url: required"),
+            "{redis:?}"
+        );
+        // The rate limit's Redis is the default.
+        let shared = load(
+            "state.backend = \"redis\"\nrate_limit.redis_url = \"rediss://cache.internal:6380/0\"",
+        )
+        .unwrap();
+        assert_eq!(
+            shared.state_redis().0.map(|url| url.expose()),
+            Some("rediss://cache.internal:6380/0")
+        );
+        let ca = problems(
+            "rate_limit.redis_url = \"redis://127.0.0.1/\"\nrate_limit.redis_ca_file = \"/etc/ca.pem\"",
+        );
+        assert_eq!(
+            ca,
+            ["rate_limit.redis_url: a CA file is only used with a rediss:// URL"]
+        );
+        let missing = problems(
+            "state.redis_url = \"rediss://127.0.0.1/\"\nstate.redis_ca_file = \"/nonexistent/ca.pem\"",
+        );
+        assert!(
+            missing[0].starts_with("state.redis_url: cannot read the CA file /nonexistent/ca.pem"),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let config = load("").unwrap();
         assert_eq!(config.server.listen.port(), 8080);
@@ -550,7 +641,7 @@ mod tests {
         .unwrap_err();
         let all = err.0.join("\n");
         assert!(
-            all.contains("rate_limit.redis_url: not a redis:// URL"),
+            all.contains("rate_limit.redis_url: not a redis:// or rediss:// URL"),
             "{all}"
         );
         assert!(

@@ -6,6 +6,7 @@
 //! - [`gateway`]: the HTTP service: request checks, read-merge-write, rescue (error → HTTP)
 //! - [`upstream`]: hyper client, TLS, credentials and request signing
 //! - [`sandbox`]: the provider emulators, the embedded default
+//! - [`state`]: the run-time state store (memory, file, redis): rotated and shared tokens
 //! - [`config`]: figment loading and validation
 //! - [`app`]: the process: sandbox wiring, start-up, shutdown
 
@@ -15,4 +16,5 @@ pub mod config;
 pub mod gateway;
 pub mod providers;
 pub mod sandbox;
+pub mod state;
 pub mod upstream;

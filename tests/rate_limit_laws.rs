@@ -295,7 +295,7 @@ fn bursts(limiter: &mut dyn Limiter, seed: u64, duration_ms: u64, probe: bool) -
                 State::Opaque
             };
             match limiter.reserve(now, calls) {
-                Outcome::Admitted => admitted.extend(std::iter::repeat(now).take(calls as usize)),
+                Outcome::Admitted => admitted.extend(std::iter::repeat_n(now, calls as usize)),
                 Outcome::Refused(ready) if probe => {
                     assert_eq!(
                         limiter.state(),

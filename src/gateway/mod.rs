@@ -25,7 +25,7 @@ pub use stack::stack;
 
 use crate::config::{Backend, Config, OnStoreError, Secret};
 use crate::providers;
-use crate::upstream::{self, Auth, Client, ClientSettings, Connections, Upstream};
+use crate::upstream::{self, Auth, Client, ClientSettings, Connections, TokenStore, Upstream};
 use customer::ProviderRuntime;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -63,8 +63,19 @@ struct Shared {
 }
 
 impl Gateway {
-    /// Builds every provider of [`providers::all`] from its settings; one without credentials is disabled.
+    /// Builds every provider of [`providers::all`] from its settings, its tokens kept in memory only.
     pub fn new(config: &Config) -> Gateway {
+        Gateway::with_state(config, Arc::new(crate::state::Store::memory()))
+    }
+
+    /// Builds every provider of [`providers::all`] from its settings; one without credentials is
+    /// disabled. Tokens obtained at run time are kept in `state` too.
+    pub fn with_state(config: &Config, state: Arc<crate::state::Store>) -> Gateway {
+        // A refresh holds the store's lock at most this long: its token call's timeouts, with room.
+        let lock_ttl = Duration::from_millis(
+            2 * (config.server.connect_timeout_ms + config.server.upstream_timeout_ms),
+        )
+        .max(Duration::from_secs(5));
         let stores = Stores::new(config);
         // Without a configured key (a local gateway), fingerprints are keyed per process.
         let fingerprint_key = config
@@ -80,7 +91,12 @@ impl Gateway {
                 let settings = config.providers.get(name).cloned().unwrap_or_default();
                 let missing = config.missing_credentials(name);
                 let upstream = dialect.credentials(&settings).ok().map(|scheme| {
-                    Arc::new(Upstream::new(name, &settings.base_url, Auth::new(scheme)))
+                    let tokens = TokenStore {
+                        store: state.clone(),
+                        lock_ttl,
+                    };
+                    let auth = Auth::with_store(scheme, name, tokens);
+                    Arc::new(Upstream::new(name, &settings.base_url, auth))
                 });
                 let limiter = upstream.as_ref().map(|upstream| {
                     let print = fingerprint(&fingerprint_key, upstream.credential_id());
@@ -139,6 +155,29 @@ impl Gateway {
             .collect()
     }
 
+    /// Enabled providers whose refresh tokens rotate: a restart after a refresh needs a durable store.
+    pub fn rotating(&self) -> Vec<&'static str> {
+        self.upstreams()
+            .filter(|upstream| upstream.rotates_refresh_tokens())
+            .map(|upstream| upstream.name())
+            .collect()
+    }
+
+    /// Reads every provider's stored tokens: a value that does not parse stops start-up.
+    pub async fn load_tokens(&self) -> Result<(), crate::state::StateError> {
+        for upstream in self.upstreams() {
+            upstream.load_tokens().await?;
+        }
+        Ok(())
+    }
+
+    fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.inner
+            .providers
+            .iter()
+            .filter_map(|provider| provider.upstream.as_ref())
+    }
+
     /// A serving runtime's own upstream clients, one per provider (`None` for a disabled one), and
     /// their connections, to sweep.
     pub fn clients(&self) -> (Arc<[Option<Client>]>, Vec<Connections>) {
@@ -177,8 +216,9 @@ impl Stores {
         let idle = Duration::from_millis(longest_ms + 4 * call_ms).max(Duration::from_secs(3600));
         let redis = (config.rate_limit.backend == Backend::Redis).then(|| {
             let url = config.rate_limit.redis_url.as_ref();
-            Arc::new(RedisStore::new(
+            Arc::new(RedisStore::with_ca(
                 url.map_or("", |url| url.expose()),
+                config.rate_limit.redis_ca_file.as_deref(),
                 Duration::from_millis(config.server.connect_timeout_ms),
             ))
         });

@@ -12,6 +12,7 @@ use super::route::RouteError;
 use super::validate::{BadIdempotencyKey, Invalid};
 use super::BoxError;
 use crate::canonical::{FieldError, Problem, ProblemKind};
+use crate::state::StateError;
 use crate::upstream::{CallError, CredentialsRefused};
 use bytes::Bytes;
 use futures_util::future::{Either, Map};
@@ -214,6 +215,15 @@ fn problem(error: &(dyn Error + 'static)) -> Problem {
     }
     if let Some(failed) = cause::<CallFailed>(error) {
         let provider = failed.provider;
+        // patchbay's own state, not the provider: nothing was sent with a token it could not keep.
+        if let Some(state) = cause::<StateError>(error) {
+            let kind = match state {
+                StateError::Unavailable { .. } => ProblemKind::ServiceUnavailable,
+                StateError::Corrupt { .. } => ProblemKind::Internal,
+            };
+            tracing::error!(provider, error = %state, "state store failed");
+            return Problem::new(kind, format!("{provider}: {state}"));
+        }
         if let Some(refused) = cause::<CredentialsRefused>(error) {
             return Problem::new(ProblemKind::BadGateway, format!("{provider}: {refused}"))
                 .from_provider(provider, refused.upstream_status);

@@ -33,7 +33,7 @@ pub struct Token {
 
 impl Token {
     pub fn is_fresh(&self, now: SystemTime) -> bool {
-        self.use_until.map_or(true, |until| until > now)
+        self.use_until.is_none_or(|until| until > now)
     }
 }
 

@@ -241,7 +241,7 @@ fn log(state: &mut State, method: &Method, query: Option<&str>) -> Result<Reply,
             let entries: Vec<&Value> = state
                 .log
                 .iter()
-                .filter(|entry| only.map_or(true, |p| entry["provider"] == p.name()))
+                .filter(|entry| only.is_none_or(|p| entry["provider"] == p.name()))
                 .collect();
             Ok(Reply::json(StatusCode::OK, &json!(entries)))
         }

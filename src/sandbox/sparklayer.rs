@@ -513,7 +513,7 @@ fn replace_addresses(current: &[Value], sent: &[Value], errors: &mut Vec<Invalid
             stored.insert(key.to_owned(), value);
         }
         for key in REQUIRED_ADDRESS_KEYS {
-            if stored[key].as_str().map_or(true, str::is_empty) {
+            if stored[key].as_str().is_none_or(str::is_empty) {
                 invalid(errors, &at(key), "required", "This field is required.");
             }
         }

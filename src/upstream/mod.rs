@@ -9,7 +9,7 @@ mod budget;
 mod pool;
 mod retry;
 
-pub use auth::{Auth, Authorize};
+pub use auth::{Auth, Authorize, TokenStore};
 pub use budget::{CallBudget, Spend};
 pub use retry::RetryGet;
 
@@ -107,6 +107,17 @@ impl Upstream {
     /// `text` without any credential of this provider's (see [`Auth::redact`]).
     pub fn redact(&self, text: &str) -> String {
         self.auth.redact(text)
+    }
+
+    /// Whether the provider's refresh token is spent by each refresh (so only a durable store keeps
+    /// a restarted gateway working).
+    pub fn rotates_refresh_tokens(&self) -> bool {
+        self.auth.rotates()
+    }
+
+    /// Reads the tokens the state store holds for this provider's credential.
+    pub async fn load_tokens(&self) -> Result<(), crate::state::StateError> {
+        self.auth.load().await
     }
 
     /// Whether the next call must first obtain or refresh a token (one more call to count).

@@ -270,18 +270,116 @@ pub fn writes(log: &[Value]) -> Vec<&Value> {
 pub struct RedisServer {
     child: std::process::Child,
     pub port: u16,
+    /// The CA of its certificate, when it speaks TLS.
+    ca: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        RedisServer::start_with(|port| vec!["--port".into(), port.to_string()], None)
+    }
+
+    /// A Redis that speaks only TLS, with a certificate for 127.0.0.1 and `localhost` signed by a
+    /// throwaway CA made in `dir` with the `openssl` command; returns it and the CA's PEM file.
+    pub fn start_tls(dir: &std::path::Path) -> (RedisServer, std::path::PathBuf) {
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("the openssl command runs (apt-get install -y openssl)");
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        std::fs::create_dir_all(dir).unwrap();
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=patchbay test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        let path = |name: &str| dir.join(name).display().to_string();
+        let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
+        let server = RedisServer::start_with(
+            move |port| {
+                [
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port.to_string(),
+                    "--tls-cert-file",
+                    &cert,
+                    "--tls-key-file",
+                    &key,
+                    "--tls-ca-cert-file",
+                    &ca,
+                    "--tls-auth-clients",
+                    "no",
+                ]
+                .map(str::to_owned)
+                .to_vec()
+            },
+            Some(dir.join("ca.pem")),
+        );
+        (server, dir.join("ca.pem"))
+    }
+
+    fn start_with(
+        args: impl Fn(u16) -> Vec<String>,
+        ca: Option<std::path::PathBuf>,
+    ) -> RedisServer {
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|listener| listener.local_addr())
                 .expect("a free port")
                 .port();
             let child = std::process::Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
+                .args(args(port))
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap_or_else(|error| {
@@ -290,7 +388,11 @@ impl RedisServer {
                          `apt-get install -y redis-server` (.ci/run does)"
                     )
                 });
-            let mut server = RedisServer { child, port };
+            let mut server = RedisServer {
+                child,
+                port,
+                ca: ca.clone(),
+            };
             for _ in 0..100 {
                 if server.ping() {
                     return server;
@@ -305,14 +407,37 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match self.ca {
+            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some(_) => format!("rediss://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// A client of this server (TLS, trusting its CA, when it speaks TLS).
+    pub fn client(&self) -> redis::Client {
+        match &self.ca {
+            None => redis::Client::open(self.url()).unwrap(),
+            Some(ca) => {
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca).unwrap()),
+                };
+                redis::Client::build_with_tls(self.url(), certificates).unwrap()
+            }
+        }
     }
 
     fn ping(&self) -> bool {
-        redis::Client::open(self.url())
-            .and_then(|client| client.get_connection())
+        self.client()
+            .get_connection()
             .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection))
             .is_ok()
+    }
+
+    /// Stops it now (as a crash would), before the test ends.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -4,10 +4,10 @@
 //! and opened again after a failure, so a Redis that comes back is used again.
 
 use super::sliding_log::{Decision, Quota, Verdict, WindowState};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Script};
+use crate::state::redis::Link;
+use redis::Script;
+use std::path::Path;
 use std::time::Duration;
-use tokio::sync::Mutex;
 
 const SCRIPT: &str = include_str!("sliding_log.lua");
 
@@ -16,17 +16,8 @@ const SCRIPT: &str = include_str!("sliding_log.lua");
 #[error("shared rate-limit store unreachable: {0}")]
 pub struct StoreError(String);
 
-impl From<redis::RedisError> for StoreError {
-    fn from(error: redis::RedisError) -> StoreError {
-        StoreError(error.to_string())
-    }
-}
-
 pub struct RedisStore {
-    /// An unusable URL fails every decision, as an unreachable Redis would.
-    client: Result<Client, String>,
-    config: AsyncConnectionConfig,
-    connection: Mutex<Option<MultiplexedConnection>>,
+    link: Link,
     script: Script,
 }
 
@@ -42,32 +33,20 @@ impl RedisStore {
     /// Parses `url` (`redis://host:port/db`); nothing is connected until the first decision.
     /// `timeout` bounds connecting and every command.
     pub fn new(url: &str, timeout: Duration) -> RedisStore {
+        RedisStore::with_ca(url, None, timeout)
+    }
+
+    /// As [`new`](RedisStore::new), for a `rediss://` URL whose certificate a private CA signed.
+    pub fn with_ca(url: &str, ca_file: Option<&Path>, timeout: Duration) -> RedisStore {
         RedisStore {
-            client: Client::open(url).map_err(|e| format!("rate_limit.redis_url: {e}")),
-            config: AsyncConnectionConfig::new()
-                .set_connection_timeout(timeout)
-                .set_response_timeout(timeout),
-            connection: Mutex::new(None),
+            link: Link::new(url, ca_file, timeout),
             script: Script::new(SCRIPT),
         }
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let client = self.client.as_ref().map_err(|e| StoreError(e.clone()))?;
-        let connection = client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
-        *slot = Some(connection.clone());
-        Ok(connection)
-    }
-
     /// Runs the script once; any failure drops the connection so that the next call reconnects.
     async fn run(&self, fingerprint: &str, args: Vec<String>) -> Result<Vec<i64>, StoreError> {
-        let mut connection = self.connection().await?;
+        let mut connection = self.link.connection().await.map_err(StoreError)?;
         let mut invocation = self.script.prepare_invoke();
         for key in keys(fingerprint) {
             invocation.key(key);
@@ -77,10 +56,7 @@ impl RedisStore {
         }
         match invocation.invoke_async(&mut connection).await {
             Ok(reply) => Ok(reply),
-            Err(error) => {
-                *self.connection.lock().await = None;
-                Err(error.into())
-            }
+            Err(error) => Err(StoreError(self.link.failed(error).await)),
         }
     }
 
