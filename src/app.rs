@@ -1,6 +1,7 @@
 //! The process: start the sandbox when enabled and point the providers at it, build the gateway, listen,
 //! and serve until shutdown. Tests start the same thing in-process with [`start`].
 
+use crate::admin::{self, Health};
 use crate::config::{Config, StateBackend};
 use crate::gateway::{serve, Gateway};
 use crate::providers;
@@ -15,11 +16,15 @@ use tokio::task::JoinHandle;
 /// A running gateway (and its sandbox, when enabled). Dropping it stops both.
 pub struct Running {
     addr: SocketAddr,
+    admin_addr: SocketAddr,
+    health: Arc<Health>,
     sandbox: Option<Sandbox>,
     /// Dropping or sending on it starts every serving runtime's shutdown.
     stop: Option<watch::Sender<bool>>,
-    task: JoinHandle<()>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    /// Each serving runtime says whether its open requests finished within the grace.
+    task: JoinHandle<bool>,
+    workers: Vec<std::thread::JoinHandle<bool>>,
+    admin: JoinHandle<()>,
 }
 
 impl Running {
@@ -28,24 +33,42 @@ impl Running {
         self.addr
     }
 
+    /// Where the admin listener (probes, quotas) listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// What the probes report.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
     /// The embedded sandbox, when `sandbox.enabled`.
     pub fn sandbox(&self) -> Option<&Sandbox> {
         self.sandbox.as_ref()
     }
 
-    /// Stops accepting, lets open requests finish, and returns once every runtime has stopped.
-    pub async fn shutdown(mut self) {
+    /// Stops accepting, lets open requests finish within `server.shutdown_grace_ms`, and returns once
+    /// every runtime has stopped: `true` when every request finished in time.
+    pub async fn shutdown(mut self) -> bool {
+        self.health.start_drain();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(true);
         }
-        let _ = (&mut self.task).await;
+        let mut finished = (&mut self.task).await.unwrap_or(false);
         let workers = std::mem::take(&mut self.workers);
-        let _ = tokio::task::spawn_blocking(move || {
-            for worker in workers {
-                let _ = worker.join();
-            }
+        finished &= tokio::task::spawn_blocking(move || {
+            // Every runtime is joined, whatever the first said.
+            let finished: Vec<bool> = workers
+                .into_iter()
+                .map(|worker| worker.join().unwrap_or(false))
+                .collect();
+            finished.into_iter().all(|one| one)
         })
-        .await;
+        .await
+        .unwrap_or(false);
+        self.admin.abort();
+        finished
     }
 }
 
@@ -54,6 +77,7 @@ impl Drop for Running {
         // The worker runtimes see the sender go and shut down on their own.
         self.stop.take();
         self.task.abort();
+        self.admin.abort();
     }
 }
 
@@ -91,7 +115,7 @@ fn spawn_worker(
     addr: SocketAddr,
     gateway: Gateway,
     mut stopped: watch::Receiver<bool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+) -> std::io::Result<std::thread::JoinHandle<bool>> {
     let (ready, listening) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name(format!("patchbay-worker-{index}"))
@@ -103,7 +127,7 @@ fn spawn_worker(
                 Ok(runtime) => runtime,
                 Err(error) => {
                     let _ = ready.send(Err(error));
-                    return;
+                    return false;
                 }
             };
             runtime.block_on(async move {
@@ -111,15 +135,15 @@ fn spawn_worker(
                     Ok(listener) => listener,
                     Err(error) => {
                         let _ = ready.send(Err(error));
-                        return;
+                        return false;
                     }
                 };
                 let _ = ready.send(Ok(()));
                 serve(listener, gateway, async move {
                     let _ = stopped.changed().await;
                 })
-                .await;
-            });
+                .await
+            })
         })?;
     listening
         .recv()
@@ -187,20 +211,38 @@ pub async fn start(mut config: Config) -> std::io::Result<Running> {
     }
     let listener = listen(config.server.listen, shared)?;
     let addr = listener.local_addr()?;
+    let admin_listener = TcpListener::bind(config.server.admin_listen)
+        .await
+        .map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!(
+                    "server.admin_listen: cannot listen on {}: {error}",
+                    config.server.admin_listen
+                ),
+            )
+        })?;
+    let admin_addr = admin_listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
     let mut threads = Vec::new();
     for index in 1..workers {
         threads.push(spawn_worker(index, addr, gateway.clone(), stopped.clone())?);
     }
     let mut stopped = stopped;
-    let task = tokio::spawn(serve(listener, gateway, async move {
+    let task = tokio::spawn(serve(listener, gateway.clone(), async move {
         let _ = stopped.changed().await;
     }));
+    let health = Arc::new(Health::default());
+    let admin = tokio::spawn(admin::serve(admin_listener, gateway, health.clone()));
+    health.set_ready();
     Ok(Running {
         addr,
+        admin_addr,
+        health,
         sandbox,
         stop: Some(stop),
         task,
         workers: threads,
+        admin,
     })
 }

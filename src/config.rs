@@ -23,6 +23,22 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub rate_limit: RateLimitStore,
     pub state: State,
+    pub log: Log,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per line, every line the process writes.
+    Json,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -43,6 +59,13 @@ pub struct Server {
     pub upstream_timeout_ms: u64,
     /// Serving runtimes, one thread each, sharing the port (SO_REUSEPORT); 0: one per core.
     pub workers: usize,
+    /// The admin listener: `/livez`, `/readyz`, `/metrics`, `/quotas`.
+    pub admin_listen: SocketAddr,
+    /// After SIGTERM/SIGINT, new connections are still accepted this long (readiness is off at once),
+    /// so a load balancer can stop sending first.
+    pub drain_delay_ms: u64,
+    /// Then open requests have this long to finish; past it they are cut and the exit code is 1.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Server {
@@ -81,6 +104,9 @@ impl Default for Server {
             connect_timeout_ms: 2_000,
             upstream_timeout_ms: 10_000,
             workers: 0,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            drain_delay_ms: 0,
+            shutdown_grace_ms: 30_000,
         }
     }
 }
@@ -196,6 +222,7 @@ impl Default for Config {
             providers,
             rate_limit: RateLimitStore::default(),
             state: State::default(),
+            log: Log::default(),
         }
     }
 }
@@ -348,6 +375,12 @@ impl Config {
                     "providers.{name}.rate_limit.max_queue: must be more than 0 in wait mode"
                 ));
             }
+        }
+        if self.server.admin_listen == self.server.listen && self.server.listen.port() != 0 {
+            problems.push(format!(
+                "server.admin_listen: {} is server.listen too; the admin listener needs its own port",
+                self.server.admin_listen
+            ));
         }
         if self.rate_limit.replicas == 0 {
             problems.push("rate_limit.replicas: must be at least 1".into());

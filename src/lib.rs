@@ -7,9 +7,11 @@
 //! - [`upstream`]: hyper client, TLS, credentials and request signing
 //! - [`sandbox`]: the provider emulators, the embedded default
 //! - [`state`]: the run-time state store (memory, file, redis): rotated and shared tokens
+//! - [`admin`]: the admin listener: probes and quotas
 //! - [`config`]: figment loading and validation
 //! - [`app`]: the process: sandbox wiring, start-up, shutdown
 
+pub mod admin;
 pub mod app;
 pub mod canonical;
 pub mod config;

@@ -2,20 +2,33 @@
 
 use clap::{Parser, Subcommand};
 use patchbay::config::Config;
+use patchbay::config::LogFormat;
 use patchbay::sandbox::Sandbox;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
-/// Prints a line for the person at the terminal; a closed or full stdout (`patchbay | head -c 10`)
-/// is no reason to stop serving, so write errors are ignored.
+/// Whether logs are JSON: then every line the process writes is, the banner's too.
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// Prints a line for the person at the terminal (a log event when logs are JSON); a closed or full
+/// stdout (`patchbay | head -c 10`) is no reason to stop serving, so write errors are ignored.
 macro_rules! say {
     ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stdout(), $($arg)*);
+        if JSON_LOGS.load(Ordering::Relaxed) {
+            tracing::info!(target: "patchbay::banner", "{}", format_args!($($arg)*));
+        } else {
+            let _ = writeln!(std::io::stdout(), $($arg)*);
+        }
     }};
 }
+
+/// Exit code of a configuration that does not load (and of `check-config` finding one).
+const BAD_CONFIG: u8 = 2;
 
 /// Thread-local heaps: per-request allocations no longer contend on glibc's arena locks.
 #[global_allocator]
@@ -36,6 +49,9 @@ struct Cli {
 enum Command {
     /// Run the gateway (the default).
     Run,
+    /// Load and validate the configuration exactly as start-up does, print every problem, and exit
+    /// (0: good, 2: bad) without listening or calling anyone.
+    CheckConfig,
     /// Run only the provider emulators, e.g. to point another patchbay at them.
     Sandbox {
         /// Where the emulators listen.
@@ -48,31 +64,77 @@ enum Command {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        // Colours only for a person at a terminal: escape codes break log shippers and greps.
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(cli.config).await,
-        Command::Sandbox { listen } => sandbox(listen).await,
+    let command = cli.command.unwrap_or(Command::Run);
+    let config = match command {
+        Command::Sandbox { .. } => None,
+        _ => match Config::load(cli.config.as_deref()) {
+            Ok(config) => Some(config),
+            Err(error) => {
+                let _ = writeln!(std::io::stderr(), "patchbay: {error}");
+                return ExitCode::from(BAD_CONFIG);
+            }
+        },
+    };
+    let format = config.as_ref().map_or(LogFormat::Text, |c| c.log.format);
+    if let Err(error) = init_logs(format) {
+        let _ = writeln!(std::io::stderr(), "patchbay: {error}");
+        return ExitCode::from(BAD_CONFIG);
+    }
+    let result = match (command, config) {
+        (Command::CheckConfig, _) => {
+            say!("configuration OK");
+            return ExitCode::SUCCESS;
+        }
+        (Command::Sandbox { listen }, _) => sandbox(listen).await,
+        (_, Some(config)) => run(config).await,
+        (Command::Run, None) => unreachable!("the configuration was loaded above"),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
-            let _ = writeln!(std::io::stderr(), "patchbay: {error}");
+            if JSON_LOGS.load(Ordering::Relaxed) {
+                tracing::error!("patchbay: {error}");
+            } else {
+                let _ = writeln!(std::io::stderr(), "patchbay: {error}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(config_file: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
-    let config = Config::load(config_file.as_deref())?;
+/// Logs as `format` says, filtered by `RUST_LOG` (default `info`); an invalid filter is an error, not
+/// a silent `info`.
+fn init_logs(format: LogFormat) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => EnvFilter::builder()
+            .parse(&directives)
+            .map_err(|error| format!("RUST_LOG={directives:?} is not a log filter: {error}"))?,
+        Err(_) => EnvFilter::new("info"),
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => {
+            JSON_LOGS.store(true, Ordering::Relaxed);
+            logs.json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .init();
+        }
+        // Colours only for a person at a terminal: escape codes break log shippers and greps.
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+    }
+    Ok(())
+}
+
+/// Serves until SIGTERM/SIGINT, then drains: not ready at once, new connections for
+/// `server.drain_delay_ms` more, open requests finish within `server.shutdown_grace_ms` (else exit 1).
+async fn run(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let sandbox = config.sandbox.enabled;
+    let drain_delay = Duration::from_millis(config.server.drain_delay_ms);
     let running = patchbay::app::start(config).await?;
     let addr = running.addr();
+    tracing::info!(addr = %running.admin_addr(), "admin listener: /livez /readyz /quotas");
     tracing::info!(%addr, sandbox, "patchbay ready");
     if sandbox {
         let (path, patch) = (patchbay::sandbox::TRY_PATH, patchbay::sandbox::TRY_PATCH);
@@ -85,12 +147,22 @@ async fn run(config_file: Option<PathBuf>) -> Result<(), Box<dyn std::error::Err
         );
     }
     shutdown_signal().await;
-    tracing::info!("shutting down");
-    running.shutdown().await;
-    Ok(())
+    running.health().start_drain();
+    tracing::info!(
+        drain_delay_ms = drain_delay.as_millis() as u64,
+        "shutting down: not ready; accepting new connections for the drain delay"
+    );
+    tokio::time::sleep(drain_delay).await;
+    if running.shutdown().await {
+        tracing::info!("every open request finished; exiting");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        tracing::error!("exiting with requests cut short by server.shutdown_grace_ms");
+        Ok(ExitCode::FAILURE)
+    }
 }
 
-async fn sandbox(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+async fn sandbox(listen: SocketAddr) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let sandbox = Sandbox::start(listen).await?;
     // What another gateway needs to use these emulators: each provider's base URL and the demo
     // credentials it accepts, as settings.
@@ -105,7 +177,7 @@ async fn sandbox(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     }
     say!("control API  http://{}/_control", sandbox.addr());
     shutdown_signal().await;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Ctrl-C or SIGTERM (what a container runtime sends).

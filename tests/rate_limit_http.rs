@@ -263,7 +263,12 @@ async fn quotas_list_fingerprints_and_what_is_left_never_credentials() {
     let h = Harness::with_config(limited(&[(10, 60), (1000, 86_400)])).await;
     assert_eq!(h.get(&juice()).await.status, 200);
     let answer = h
-        .send(Method::GET, &h.url("/quotas"), &[], bytes::Bytes::new())
+        .send(
+            Method::GET,
+            &h.admin_url("/quotas"),
+            &[],
+            bytes::Bytes::new(),
+        )
         .await;
     assert_eq!(answer.status, 200);
     assert!(!String::from_utf8_lossy(&answer.raw).contains(JUICE_API_KEY));
@@ -284,7 +289,12 @@ async fn quotas_list_fingerprints_and_what_is_left_never_credentials() {
     assert_eq!(juice["windows"][1]["remaining"], 999);
 
     let post = h
-        .send(Method::POST, &h.url("/quotas"), &[], bytes::Bytes::new())
+        .send(
+            Method::POST,
+            &h.admin_url("/quotas"),
+            &[],
+            bytes::Bytes::new(),
+        )
         .await;
     assert_eq!(
         (post.status.as_u16(), post.header("allow")),

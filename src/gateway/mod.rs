@@ -42,6 +42,13 @@ use tokio::net::TcpListener;
 
 pub use crate::upstream::BoxError;
 
+/// A problem as its `application/problem+json` answer.
+pub fn problem_response(
+    problem: &crate::canonical::Problem,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    rescue::render(problem)
+}
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
 /// What every serving runtime shares: each provider's dialect, credentials, rate limiter and locks.
@@ -60,6 +67,11 @@ struct Shared {
     /// Open connections across serving runtimes, and how many may be.
     connections: Arc<AtomicUsize>,
     max_connections: usize,
+    /// How long open requests may take to finish once shutdown starts.
+    shutdown_grace: Duration,
+    /// The shared stores, for readiness.
+    rate_limit_redis: Option<Arc<RedisStore>>,
+    state: Arc<crate::state::Store>,
 }
 
 impl Gateway {
@@ -137,12 +149,43 @@ impl Gateway {
                 body_timeout: Duration::from_millis(config.server.body_timeout_ms),
                 connections: Arc::new(AtomicUsize::new(0)),
                 max_connections: config.server.connection_limit(),
+                shutdown_grace: Duration::from_millis(config.server.shutdown_grace_ms),
+                rate_limit_redis: stores.redis.clone(),
+                state,
                 client: ClientSettings {
                     connect_timeout: Duration::from_millis(config.server.connect_timeout_ms),
                     call_timeout: Duration::from_millis(config.server.upstream_timeout_ms),
                 },
             }),
         }
+    }
+
+    /// Whether the shared stores answer (readiness); the reason when one does not.
+    pub async fn stores_answer(&self) -> Result<(), String> {
+        if let Some(redis) = &self.inner.rate_limit_redis {
+            redis.ping().await.map_err(|error| error.to_string())?;
+        }
+        self.inner
+            .state
+            .ping()
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    /// `/quotas`: every limited credential by fingerprint, with what is left in each window.
+    pub async fn quotas(
+        &self,
+        method: &http::Method,
+    ) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+        match quotas::quotas(&self.inner.providers, method).await {
+            Ok(response) => response,
+            Err(error) => rescue::rescue(error),
+        }
+    }
+
+    /// Open connections to the canonical API, across serving runtimes.
+    pub fn open_connections(&self) -> usize {
+        self.inner.connections.load(Ordering::Relaxed)
     }
 
     /// Providers disabled for want of credentials, each with the settings it lacks.
@@ -259,15 +302,18 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// How long open connections may take to finish once shutdown starts.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How often idle upstream connections are checked for their age.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Serves `gateway` on `listener` until `shutdown` completes, then lets open requests finish. This
 /// runtime builds its own stack and upstream connections.
-pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Future<Output = ()>) {
+/// Serves `listener` until `shutdown`, then lets open requests finish within `server.shutdown_grace_ms`;
+/// `false` when some were still open at the end of it (and are cut short).
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()>,
+) -> bool {
     let (clients, connections) = gateway.clients();
     let service = TowerToHyperService::new(stack(&gateway, clients));
     let graceful = GracefulShutdown::new();
@@ -312,8 +358,16 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, shutdown: impl Futur
         });
     }
     drop(listener);
+    let grace = gateway.inner.shutdown_grace;
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("shutdown: connections still open after {DRAIN_TIMEOUT:?}"),
+        () = graceful.shutdown() => true,
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(
+                open_connections = gateway.open_connections(),
+                "shutdown: server.shutdown_grace_ms ({} ms) is over; cutting short the requests still open",
+                grace.as_millis()
+            );
+            false
+        }
     }
 }

@@ -1,70 +1,18 @@
-//! `GET /quotas`: every limited credential by fingerprint, with what is left in each window. Any other
-//! path goes on down the stack.
+//! `GET /quotas` (on the admin listener): every limited credential by fingerprint, with what is left in
+//! each window.
 
 use super::customer::ProviderRuntime;
 use super::route::RouteError;
-use super::{BoxError, BoxFuture};
+use super::BoxError;
 use bytes::Bytes;
-use futures_util::future::Either;
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use http_body_util::Full;
 use serde_json::json;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tower::{Layer, Service};
 
-#[derive(Clone)]
-pub(crate) struct QuotasLayer {
-    providers: Arc<[Arc<ProviderRuntime>]>,
-}
-
-impl QuotasLayer {
-    pub fn new(providers: Arc<[Arc<ProviderRuntime>]>) -> QuotasLayer {
-        QuotasLayer { providers }
-    }
-}
-
-impl<S> Layer<S> for QuotasLayer {
-    type Service = Quotas<S>;
-
-    fn layer(&self, inner: S) -> Quotas<S> {
-        Quotas {
-            providers: self.providers.clone(),
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Quotas<S> {
-    providers: Arc<[Arc<ProviderRuntime>]>,
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for Quotas<S>
-where
-    S: Service<Request<B>, Response = Response<Full<Bytes>>, Error = BoxError>,
-{
-    type Response = Response<Full<Bytes>>;
-    type Error = BoxError;
-    type Future = Either<BoxFuture<Response<Full<Bytes>>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        if request.uri().path() != "/quotas" {
-            return Either::Right(self.inner.call(request));
-        }
-        let providers = self.providers.clone();
-        let method = request.method().clone();
-        Either::Left(Box::pin(async move { quotas(&providers, &method).await }))
-    }
-}
-
-async fn quotas(
+/// The answer to `GET /quotas`; any other method is a 405.
+pub(crate) async fn quotas(
     providers: &[Arc<ProviderRuntime>],
     method: &Method,
 ) -> Result<Response<Full<Bytes>>, BoxError> {

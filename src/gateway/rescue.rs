@@ -108,7 +108,7 @@ pub(crate) fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Respon
     render(&Problem::new(ProblemKind::Internal, "internal error"))
 }
 
-/// The answer to a failed request.
+/// The answer to a failed request (the admin listener's too).
 pub(crate) fn rescue(error: BoxError) -> Response<Full<Bytes>> {
     let error: &(dyn Error + 'static) = &*error;
     let problem = problem(error);

@@ -7,7 +7,6 @@ use super::content::ContentType;
 use super::customer::{Answer, CustomerCall, CustomerService};
 use super::customer_lock::CustomerLockLayer;
 use super::detach::DetachLayer;
-use super::quotas::QuotasLayer;
 use super::rate_limit::RateLimitLayer;
 use super::rescue::{self, RescueLayer};
 use super::route::Route;
@@ -100,8 +99,6 @@ where
         .layer(CatchPanicLayer::custom(rescue::panicked))
         // The rescue: every error below becomes its problem+json answer here, and only here.
         .layer(RescueLayer)
-        // `GET /quotas`: every limited credential and what is left in its windows.
-        .layer(QuotasLayer::new(shared.providers.clone()))
         // The canonical customer as JSON, with the lenient and rate-limit headers layers added.
         .map_response(Answer::into_response)
         // Checks 1–3: one Host (400), a customer path of a known (404), configured (503) provider,
@@ -150,7 +147,6 @@ impl MakeRequestId for NewRequestId {
 fn request_span<B>(request: &Request<B>) -> Span {
     let path = request.uri().path();
     let route = match path {
-        "/quotas" => "/quotas",
         _ if path.starts_with("/customers/") => "/customers/{provider}:{id}",
         _ => "unknown",
     };

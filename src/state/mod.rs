@@ -112,6 +112,17 @@ impl Store {
         }
     }
 
+    /// Whether the store can be used now (readiness): Redis answers; the others always can.
+    pub async fn ping(&self) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis
+                .ping()
+                .await
+                .map_err(|detail| self.unavailable(detail)),
+            _ => Ok(()),
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<String>, StateError> {
         let got = match &self.backend {
             Backend::Memory(values) => Ok(lock(values).get(key).cloned()),

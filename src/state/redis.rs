@@ -47,6 +47,18 @@ impl Link {
         Ok(connection)
     }
 
+    /// Whether Redis answers a `PING` (readiness).
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut connection = self.connection().await?;
+        match redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) => Err(self.failed(error).await),
+        }
+    }
+
     /// After a failed command: the next one connects again.
     pub async fn failed(&self, error: RedisError) -> String {
         *self.connection.lock().await = None;
@@ -97,6 +109,10 @@ impl RedisState {
             link,
             unlock: Script::new(UNLOCK),
         }
+    }
+
+    pub async fn ping(&self) -> Result<(), String> {
+        self.link.ping().await
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<String>, String> {

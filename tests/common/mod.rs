@@ -24,6 +24,7 @@ pub fn test_config() -> Config {
     config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.server.upstream_timeout_ms = 1_500;
     config.server.connect_timeout_ms = 500;
+    config.server.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.sandbox.enabled = true;
     // One in-process runtime: the test's own.
     config.server.workers = 1;
@@ -121,6 +122,11 @@ impl Harness {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.app.addr())
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app.admin_addr())
     }
 
     fn control_url(&self, path: &str) -> String {
@@ -457,12 +463,19 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     pub fn spawn(env: &[(&str, &str)]) -> GatewayProcess {
+        GatewayProcess::spawn_with(&[], env)
+    }
+
+    /// `patchbay <args>…`, e.g. `check-config`.
+    pub fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> GatewayProcess {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
         let mut command = Command::new(env!("CARGO_BIN_EXE_patchbay"));
         command
+            .args(args)
             .env("NO_COLOR", "1")
             .env("PATCHBAY_SERVER__LISTEN", "127.0.0.1:0")
+            .env("PATCHBAY_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (name, value) in env {
@@ -522,6 +535,20 @@ impl GatewayProcess {
     /// Where its canonical API listens.
     pub fn addr(&self) -> String {
         self.addr_after("patchbay ready")
+    }
+
+    /// Where its admin listener listens.
+    pub fn admin_addr(&self) -> String {
+        self.addr_after("admin listener")
+    }
+
+    /// Sends it a signal (`TERM`, `INT`, …) as a container runtime would.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
     }
 
     pub fn all_output(&self) -> String {

@@ -44,6 +44,11 @@ impl RedisStore {
         }
     }
 
+    /// Whether Redis answers (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.link.ping().await.map_err(StoreError)
+    }
+
     /// Runs the script once; any failure drops the connection so that the next call reconnects.
     async fn run(&self, fingerprint: &str, args: Vec<String>) -> Result<Vec<i64>, StoreError> {
         let mut connection = self.link.connection().await.map_err(StoreError)?;

@@ -1,0 +1,119 @@
+//! The admin listener (`server.admin_listen`), on its own socket so that nothing of it is reachable
+//! through the canonical API's port: `GET /livez`, `GET /readyz`, `GET /quotas`.
+
+use crate::canonical::{Problem, ProblemKind};
+use crate::gateway::{problem_response, Gateway};
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// What the probes report: ready once start-up is done, not ready from the moment a drain starts.
+#[derive(Default)]
+pub struct Health {
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Health {
+    /// Config loaded, stores opened, every listener up.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Shutdown has begun: readiness is off for good.
+    pub fn start_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Why the process should get no new traffic, if it should not.
+    async fn not_ready(&self, gateway: &Gateway) -> Option<String> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Some("draining: patchbay is shutting down".into());
+        }
+        if !self.ready.load(Ordering::SeqCst) {
+            return Some("starting".into());
+        }
+        gateway.stores_answer().await.err()
+    }
+}
+
+/// Serves the admin listener until the process ends.
+pub async fn serve(listener: TcpListener, gateway: Gateway, health: Arc<Health>) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (gateway, health) = (gateway.clone(), health.clone());
+        let service = hyper::service::service_fn(move |request| {
+            let (gateway, health) = (gateway.clone(), health.clone());
+            async move { Ok::<_, Infallible>(answer(request, &gateway, &health).await) }
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn answer<B>(
+    request: Request<B>,
+    gateway: &Gateway,
+    health: &Health,
+) -> Response<Full<Bytes>> {
+    let method = request.method();
+    let path = request.uri().path();
+    if path == "/quotas" {
+        return gateway.quotas(method).await;
+    }
+    if !matches!(path, "/livez" | "/readyz") {
+        let detail = format!("no such admin endpoint: {path} (try /livez, /readyz, /quotas)");
+        return problem_response(&Problem::new(ProblemKind::NotFound, detail));
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let detail = format!("{path} answers GET only");
+        let mut response = problem_response(&Problem::new(ProblemKind::MethodNotAllowed, detail));
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    if path == "/readyz" {
+        if let Some(reason) = health.not_ready(gateway).await {
+            let problem = Problem::new(
+                ProblemKind::ServiceUnavailable,
+                format!("not ready: {reason}"),
+            );
+            return problem_response(&problem);
+        }
+        return status("ready");
+    }
+    status("live")
+}
+
+fn status(status: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "status": status }).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = StatusCode::OK;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,201 @@
+//! The operator's surface: the admin listener's probes, the drain on SIGTERM, `check-config`, JSON logs
+//! and the log filter, over real sockets and real processes.
+
+mod common;
+
+use common::{send, GatewayProcess, Harness, COUNT_ID, SWEETSPOT_ID};
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+async fn get(url: &str) -> common::Answer {
+    send(&common::http_client(), Method::GET, url, &[], "").await
+}
+
+#[tokio::test]
+async fn the_admin_listener_answers_probes_and_quotas_on_its_own_port() {
+    let h = Harness::start().await;
+    let live = get(&h.admin_url("/livez")).await;
+    assert_eq!(
+        (live.status, &live.body),
+        (StatusCode::OK, &json!({"status": "live"}))
+    );
+    let ready = get(&h.admin_url("/readyz")).await;
+    assert_eq!(
+        (ready.status, &ready.body),
+        (StatusCode::OK, &json!({"status": "ready"}))
+    );
+    let quotas = get(&h.admin_url("/quotas")).await;
+    assert_eq!(quotas.status, StatusCode::OK);
+    assert!(quotas.body["quotas"].is_array());
+    // Not on the canonical API's port.
+    assert_eq!(get(&h.url("/quotas")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(get(&h.url("/readyz")).await.status, StatusCode::NOT_FOUND);
+    let unknown = get(&h.admin_url("/metricz")).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        unknown.header("content-type"),
+        Some("application/problem+json")
+    );
+    let post = h.send(Method::POST, &h.admin_url("/livez"), &[], "").await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+
+    // Draining: not ready, still live.
+    h.app.health().start_drain();
+    let draining = get(&h.admin_url("/readyz")).await;
+    assert_eq!(draining.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(draining.body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("draining"));
+    assert_eq!(get(&h.admin_url("/livez")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn readiness_is_off_while_a_configured_redis_does_not_answer() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let mut config = common::test_config();
+    config.rate_limit.backend = patchbay::config::Backend::Redis;
+    config.rate_limit.redis_url = Some(patchbay::config::Secret::new(format!(
+        "redis://127.0.0.1:{port}/"
+    )));
+    config.rate_limit.fingerprint_key = Some(patchbay::config::Secret::new("test-key"));
+    let h = Harness::with_config(config).await;
+    let ready = get(&h.admin_url("/readyz")).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        ready.body
+    );
+    let detail = ready.body["detail"].as_str().unwrap();
+    assert!(detail.contains("rate-limit store unreachable"), "{detail}");
+    assert_eq!(get(&h.admin_url("/livez")).await.status, StatusCode::OK);
+}
+
+fn sandbox_addr(process: &GatewayProcess) -> String {
+    process.addr_after("sandbox emulators listening")
+}
+
+async fn slow_down(sandbox: &str, provider: &str, ms: u64) {
+    let url = format!("http://{sandbox}/_control/faults/{provider}");
+    let body = json!({ "latency_ms": ms, "times": 1 }).to_string();
+    let headers = [("content-type", "application/json")];
+    let answer = send(&common::http_client(), Method::PUT, &url, &headers, body).await;
+    assert!(answer.status.is_success(), "{:?}", answer.body);
+}
+
+/// SIGTERM with a request waiting on a slow provider: readiness goes off at once, new connections are
+/// taken for the drain delay and refused after it, the waiting request is answered, the exit code is 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let mut gateway = GatewayProcess::spawn(&[
+        ("RUST_LOG", "info"),
+        ("PATCHBAY_SERVER__WORKERS", "2"),
+        ("PATCHBAY_SERVER__DRAIN_DELAY_MS", "800"),
+    ]);
+    let (addr, admin) = (gateway.addr(), gateway.admin_addr());
+    slow_down(&sandbox_addr(&gateway), "sweetspot", 1_800).await;
+    let waiting = tokio::spawn({
+        let url = format!("http://{addr}/customers/sweetspot:{SWEETSPOT_ID}");
+        async move { get(&url).await.status }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gateway.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ready = get(&format!("http://{admin}/readyz")).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Within the drain delay a new caller is still served.
+    let during = get(&format!("http://{addr}/customers/count:{COUNT_ID}")).await;
+    assert_eq!(during.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let after = tokio::net::TcpStream::connect(&addr).await;
+    assert!(after.is_err(), "no new connections after the drain delay");
+    assert_eq!(
+        waiting.await.unwrap(),
+        StatusCode::OK,
+        "the waiting request was answered"
+    );
+    assert_eq!(gateway.exit_code(), Some(0), "{}", gateway.all_output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_grace_requests_are_cut_and_the_exit_code_says_so() {
+    let mut gateway = GatewayProcess::spawn(&[
+        ("RUST_LOG", "info"),
+        ("PATCHBAY_SERVER__SHUTDOWN_GRACE_MS", "300"),
+    ]);
+    let addr = gateway.addr();
+    slow_down(&sandbox_addr(&gateway), "sweetspot", 3_000).await;
+    let waiting = tokio::spawn(async move {
+        let url = format!("http://{addr}/customers/sweetspot:{SWEETSPOT_ID}");
+        let request = http::Request::get(url)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        common::http_client().request(request).await.is_err()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    gateway.signal("TERM");
+    assert_eq!(gateway.exit_code(), Some(1), "{}", gateway.all_output());
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "it did not wait for the provider"
+    );
+    assert!(gateway.all_output().contains("cut short"));
+    assert!(waiting.await.unwrap(), "the cut request got no answer");
+}
+
+#[test]
+fn check_config_lists_every_problem_and_exits_2_or_0() {
+    let mut bad = GatewayProcess::spawn_with(
+        &["check-config"],
+        &[
+            ("PATCHBAY_SERVER__LISTEN", "nonsense"),
+            ("PATCHBAY_SERVER__WORKERS", "5000"),
+            ("PATCHBAY_STATE__BACKEND", "file"),
+        ],
+    );
+    assert_eq!(bad.exit_code(), Some(2));
+    let output = bad.all_output();
+    assert!(output.contains("server.listen"), "{output}");
+    assert!(!output.contains("patchbay ready"));
+    let mut good = GatewayProcess::spawn_with(&["check-config"], &[]);
+    assert_eq!(good.exit_code(), Some(0));
+    assert!(good.all_output().contains("configuration OK"));
+    let mut version = GatewayProcess::spawn_with(&["--version"], &[]);
+    assert_eq!(version.exit_code(), Some(0));
+    assert!(version
+        .all_output()
+        .contains(&format!("patchbay {}", env!("CARGO_PKG_VERSION"))));
+}
+
+#[test]
+fn json_logs_make_every_line_json_and_a_bad_filter_stops_start_up() {
+    let gateway = GatewayProcess::spawn(&[("PATCHBAY_LOG__FORMAT", "json"), ("RUST_LOG", "info")]);
+    // The banner is the last thing start-up prints (JSON has no `addr=` for addr() to read).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gateway.all_output().contains("curl -s") {
+        assert!(Instant::now() < deadline, "{}", gateway.all_output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for line in gateway.all_output().lines() {
+        let event: Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(event.get(key).is_some(), "{key} missing: {line}");
+        }
+    }
+    assert!(!gateway.all_output().contains('\u{1b}'), "no ANSI escapes");
+
+    let mut bad = GatewayProcess::spawn(&[("RUST_LOG", "info,patchbay=loud")]);
+    assert_eq!(bad.exit_code(), Some(2));
+    assert!(
+        bad.all_output().contains("RUST_LOG"),
+        "{}",
+        bad.all_output()
+    );
+}
