@@ -7,7 +7,8 @@
 //! - [`upstream`]: hyper client, TLS, credentials and request signing
 //! - [`sandbox`]: the provider emulators, the embedded default
 //! - [`state`]: the run-time state store (memory, file, redis): rotated and shared tokens
-//! - [`admin`]: the admin listener: probes and quotas
+//! - [`admin`]: the admin listener: probes, metrics and quotas
+//! - [`metrics`]: the Prometheus metrics, recorded where things happen
 //! - [`config`]: figment loading and validation
 //! - [`app`]: the process: sandbox wiring, start-up, shutdown
 
@@ -16,6 +17,7 @@ pub mod app;
 pub mod canonical;
 pub mod config;
 pub mod gateway;
+pub mod metrics;
 pub mod providers;
 pub mod sandbox;
 pub mod state;

@@ -134,7 +134,7 @@ async fn run(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let drain_delay = Duration::from_millis(config.server.drain_delay_ms);
     let running = patchbay::app::start(config).await?;
     let addr = running.addr();
-    tracing::info!(addr = %running.admin_addr(), "admin listener: /livez /readyz /quotas");
+    tracing::info!(addr = %running.admin_addr(), "admin listener: /livez /readyz /metrics /quotas");
     tracing::info!(%addr, sandbox, "patchbay ready");
     if sandbox {
         let (path, patch) = (patchbay::sandbox::TRY_PATH, patchbay::sandbox::TRY_PATCH);

@@ -199,3 +199,96 @@ fn json_logs_make_every_line_json_and_a_bad_filter_stops_start_up() {
         bad.all_output()
     );
 }
+
+/// The metrics of one process after known traffic: each series counts what happened, and labels name
+/// only providers, methods, statuses and fixed words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened_with_bounded_labels() {
+    let gateway = GatewayProcess::spawn(&[("RUST_LOG", "info")]);
+    let (addr, admin) = (gateway.addr(), gateway.admin_addr());
+    let customer = |c: &str| format!("http://{addr}/customers/{c}");
+    assert_eq!(
+        get(&customer(&format!("juice:{}", common::JUICE_ID)))
+            .await
+            .status,
+        200
+    );
+    let spark = get(&customer(&format!("sparklayer:{}", common::SPARKLAYER_ID))).await;
+    assert_eq!(spark.status, 200);
+    assert_eq!(get(&customer("evil:1")).await.status, 404);
+    // Two writes to one COUNT customer at once: the second waits for the first's read-merge-write.
+    slow_down(&sandbox_addr(&gateway), "count", 400).await;
+    let patch = |phone: &'static str| {
+        let url = customer(&format!("count:{COUNT_ID}"));
+        async move {
+            let body = json!({ "phone": phone }).to_string();
+            let headers = [("content-type", "application/merge-patch+json")];
+            send(&common::http_client(), Method::PATCH, &url, &headers, body)
+                .await
+                .status
+        }
+    };
+    let (first, second) = tokio::join!(patch("+15550001111"), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        patch("+15550002222").await
+    });
+    assert_eq!((first, second), (StatusCode::OK, StatusCode::OK));
+
+    let scraped = get(&format!("http://{admin}/metrics")).await;
+    assert_eq!(scraped.status, StatusCode::OK);
+    assert!(scraped
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = String::from_utf8(scraped.raw.to_vec()).unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(
+        value(r#"patchbay_http_requests_total{provider="juice",method="GET",status="200"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"patchbay_http_requests_total{provider="none",method="GET",status="404"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"patchbay_http_requests_total{provider="count",method="PATCH",status="200"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"patchbay_http_request_duration_seconds_count{provider="juice",method="GET"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"patchbay_upstream_requests_total{provider="juice",status="200"}"#),
+        1.0
+    );
+    assert!(value(r#"patchbay_upstream_request_duration_seconds_count{provider="count"}"#) >= 4.0);
+    assert_eq!(
+        value(r#"patchbay_rate_limit_decisions_total{provider="juice",decision="admitted"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"patchbay_rate_limit_remaining{provider="juice",window="min"}"#),
+        9.0
+    );
+    assert_eq!(
+        value(r#"patchbay_rate_limit_remaining{provider="juice",window="day"}"#),
+        999.0
+    );
+    assert_eq!(
+        value(r#"patchbay_token_refreshes_total{provider="sparklayer",outcome="obtained"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"patchbay_read_merge_write_waits_total{provider="count"}"#),
+        1.0
+    );
+    assert!(
+        !text.contains(COUNT_ID) && !text.contains("evil"),
+        "no ids in labels"
+    );
+}

@@ -1,5 +1,5 @@
 //! The admin listener (`server.admin_listen`), on its own socket so that nothing of it is reachable
-//! through the canonical API's port: `GET /livez`, `GET /readyz`, `GET /quotas`.
+//! through the canonical API's port: `GET /livez`, `GET /readyz`, `GET /metrics`, `GET /quotas`.
 
 use crate::canonical::{Problem, ProblemKind};
 use crate::gateway::{problem_response, Gateway};
@@ -83,8 +83,9 @@ async fn answer<B>(
     if path == "/quotas" {
         return gateway.quotas(method).await;
     }
-    if !matches!(path, "/livez" | "/readyz") {
-        let detail = format!("no such admin endpoint: {path} (try /livez, /readyz, /quotas)");
+    if !matches!(path, "/livez" | "/readyz" | "/metrics") {
+        let detail =
+            format!("no such admin endpoint: {path} (try /livez, /readyz, /metrics, /quotas)");
         return problem_response(&Problem::new(ProblemKind::NotFound, detail));
     }
     if method != Method::GET && method != Method::HEAD {
@@ -93,6 +94,15 @@ async fn answer<B>(
         response
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    if path == "/metrics" {
+        gateway.record_remaining().await;
+        let mut response = Response::new(Full::new(Bytes::from(crate::metrics::encode())));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        );
         return response;
     }
     if path == "/readyz" {

@@ -44,7 +44,10 @@ where
         let inner = self.inner.clone();
         Either::Right(Box::pin(async move {
             let key = call.provider.lock_key(&call.id);
-            let _customer = call.provider.locks.lock(&key).await;
+            let (_customer, waited) = call.provider.locks.lock(&key).await;
+            if waited {
+                crate::metrics::read_merge_write_wait(call.provider.name());
+            }
             inner.oneshot(call).await
         }))
     }

@@ -18,8 +18,9 @@ struct LockMap {
 }
 
 impl KeyedLocks {
-    /// Waits until no one else holds `key`'s lock, then holds it until the guard is dropped.
-    pub(crate) async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
+    /// Waits until no one else holds `key`'s lock, then holds it until the guard is dropped; says
+    /// whether it had to wait.
+    pub(crate) async fn lock(&self, key: &str) -> (OwnedMutexGuard<()>, bool) {
         let mutex = {
             let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
             match map.locks.get(key).and_then(Weak::upgrade) {
@@ -35,7 +36,10 @@ impl KeyedLocks {
                 }
             }
         };
-        mutex.lock_owned().await
+        match mutex.clone().try_lock_owned() {
+            Ok(guard) => (guard, false),
+            Err(_) => (mutex.lock_owned().await, true),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ mod detach;
 mod locks;
 mod quotas;
 pub mod rate_limit;
+mod record;
 mod request;
 mod rescue;
 mod route;
@@ -180,6 +181,15 @@ impl Gateway {
         match quotas::quotas(&self.inner.providers, method).await {
             Ok(response) => response,
             Err(error) => rescue::rescue(error),
+        }
+    }
+
+    /// Sets the `rate_limit_remaining` gauges from every limited credential's windows, for a scrape.
+    pub async fn record_remaining(&self) {
+        for provider in self.inner.providers.iter() {
+            if let Some(limiter) = &provider.limiter {
+                limiter.record_remaining().await;
+            }
         }
     }
 

@@ -275,6 +275,7 @@ impl Auth {
             if self.store.is_shared() {
                 self.read_store(tokens).await?;
                 if let Some(token) = self.fresh(tokens) {
+                    crate::metrics::token_refresh(upstream.name, "shared");
                     return Ok(token);
                 }
             }
@@ -302,10 +303,20 @@ impl Auth {
             }
             if let Some(token) = self.fresh(tokens) {
                 self.store.unlock(lock).await;
+                crate::metrics::token_refresh(upstream.name, "shared");
                 return Ok(token);
             }
         }
-        let token = match self.token_call(upstream, tokens, send, budget).await {
+        let called = self.token_call(upstream, tokens, send, budget).await;
+        let outcome = match &called {
+            Ok(_) => "obtained",
+            Err(error) => match error.downcast_ref::<CredentialsRefused>() {
+                Some(refused) if refused.upstream_status.is_some_and(|s| s < 500) => "refused",
+                _ => "failed",
+            },
+        };
+        crate::metrics::token_refresh(upstream.name, outcome);
+        let token = match called {
             Ok(token) => token,
             Err(error) => {
                 self.store.unlock(lock).await;

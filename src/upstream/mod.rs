@@ -13,6 +13,7 @@ pub use auth::{Auth, Authorize, TokenStore};
 pub use budget::{CallBudget, Spend};
 pub use retry::RetryGet;
 
+use crate::metrics::Status;
 use crate::providers::UpstreamRequest;
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE, USER_AGENT};
@@ -234,7 +235,16 @@ impl tower::Service<Request<Full<Bytes>>> for Connections {
             let pool = pool.map_err(CallError::Connect)?;
             let method = request.method().clone();
             let started = std::time::Instant::now();
+            let mut timing = Timing {
+                provider: name,
+                started,
+                status: Status::Timeout,
+            };
             let result = pool.send(request).await;
+            timing.status = match &result {
+                Ok(response) => Status::Code(response.status.as_u16()),
+                Err(_) => Status::Error,
+            };
             match &result {
                 Ok(response) => tracing::debug!(
                     provider = name, %method, status = response.status.as_u16(),
@@ -246,6 +256,19 @@ impl tower::Service<Request<Full<Bytes>>> for Connections {
             }
             result
         })
+    }
+}
+
+/// Records one call when it ends: with its status, or as a timeout when the call's timeout drops it first.
+struct Timing {
+    provider: &'static str,
+    started: std::time::Instant,
+    status: Status,
+}
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        crate::metrics::upstream_call(self.provider, self.status, self.started.elapsed());
     }
 }
 

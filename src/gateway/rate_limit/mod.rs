@@ -147,6 +147,22 @@ impl RateLimiter {
     /// Reserves `calls` calls: at once in `reject` mode; in `wait` mode after the callers ahead in the
     /// queue, as soon as the calls fit, or refused once `max_wait_ms` have passed.
     pub async fn admit(self: &Arc<Self>, calls: u32) -> Result<Arc<Admission>, Refusal> {
+        let admitted = self.decide(calls).await;
+        // A credential without windows only ever refuses while a provider's 429 pauses it: its
+        // admissions are no decision worth a series.
+        if self.quota.is_unlimited() && admitted.is_ok() {
+            return admitted;
+        }
+        let decision = match &admitted {
+            Ok(_) => "admitted",
+            Err(refusal) if refusal.decision.as_ref().is_some_and(|d| d.paused_ms > 0) => "paused",
+            Err(_) => "rejected",
+        };
+        crate::metrics::rate_limit_decision(self.provider, decision);
+        admitted
+    }
+
+    async fn decide(self: &Arc<Self>, calls: u32) -> Result<Arc<Admission>, Refusal> {
         if self.settings.mode == LimitMode::Reject || self.quota.is_unlimited() {
             return self.try_admit(calls).await;
         }
@@ -156,6 +172,7 @@ impl RateLimiter {
             let why = format!("{} callers are already waiting", self.settings.max_queue);
             return Err(self.waited_in_vain(calls, &why).await);
         };
+        crate::metrics::rate_limit_decision(self.provider, "queued");
         let Ok(_turn) = tokio::time::timeout_at(deadline, place.turn()).await else {
             let why = format!("no turn within {} ms", self.settings.max_wait_ms);
             return Err(self.waited_in_vain(calls, &why).await);
@@ -373,6 +390,24 @@ impl RateLimiter {
     }
 
     /// This credential in `GET /quotas`: fingerprint, windows and what is left in each.
+    /// Sets the `rate_limit_remaining` gauges of this credential's windows (a store that does not
+    /// answer leaves them as they were).
+    pub async fn record_remaining(&self) {
+        if self.quota.is_unlimited() {
+            return;
+        }
+        if let Ok(decision) = self.check(0).await {
+            for window in &decision.windows {
+                let name = window_name(window.window.seconds);
+                crate::metrics::rate_limit_remaining(
+                    self.provider,
+                    &name,
+                    window.remaining().into(),
+                );
+            }
+        }
+    }
+
     pub async fn describe(&self) -> Result<Value, RateLimitError> {
         let decision = self.check(0).await?;
         let windows: Vec<Value> = decision
