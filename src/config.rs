@@ -156,6 +156,9 @@ pub struct RateLimitStore {
     /// replica; without one a local gateway picks a random key per process, so its `/quotas` cannot be
     /// used to confirm a guessed credential.
     pub fingerprint_key: Option<Secret>,
+    /// Files holding those secrets, read at start-up.
+    pub redis_url_file: Option<PathBuf>,
+    pub fingerprint_key_file: Option<PathBuf>,
     /// The PEM file of a private CA that signed Redis's certificate (`rediss://` only).
     pub redis_ca_file: Option<PathBuf>,
 }
@@ -178,6 +181,8 @@ pub struct State {
     pub dir: Option<PathBuf>,
     /// The redis backend's URL; default: `rate_limit.redis_url`.
     pub redis_url: Option<Secret>,
+    /// A file holding it, read at start-up.
+    pub redis_url_file: Option<PathBuf>,
     /// Its private CA file; default: `rate_limit.redis_ca_file` when the URL is the rate limit's too.
     pub redis_ca_file: Option<PathBuf>,
 }
@@ -190,6 +195,8 @@ impl Default for RateLimitStore {
             on_store_error: OnStoreError::FailClosed,
             replicas: 1,
             fingerprint_key: None,
+            redis_url_file: None,
+            fingerprint_key_file: None,
             redis_ca_file: None,
         }
     }
@@ -290,8 +297,9 @@ impl Config {
                 // Every provider carries every key's default; only a changed value is a mistake.
                 let allowed = credential_keys(name);
                 for key in settings.keys() {
-                    if is_provider_specific(key)
-                        && !allowed.contains(&key.as_str())
+                    let setting = key.strip_suffix("_file").unwrap_or(key.as_str());
+                    if is_provider_specific(setting)
+                        && !allowed.contains(&setting)
                         && settings[key] != known["providers"][name][key]
                     {
                         problems.push(format!(
@@ -302,7 +310,8 @@ impl Config {
             }
         }
         match figment.extract::<Config>() {
-            Ok(config) => {
+            Ok(mut config) => {
+                problems.extend(config.read_secret_files());
                 problems.extend(config.problems());
                 if problems.is_empty() {
                     Ok(config)
@@ -322,6 +331,72 @@ impl Config {
                 Err(ConfigError(problems))
             }
         }
+    }
+
+    /// Replaces every `<secret>_file` setting by the file's contents (one trailing newline removed, as
+    /// `echo` and editors leave one).
+    fn read_secret_files(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut read = |name: String, secret: &mut Option<Secret>, file: &mut Option<PathBuf>| {
+            let Some(path) = file.take() else {
+                return;
+            };
+            if secret.is_some() {
+                problems.push(format!("{name}_file: {name} is set too; set one of them"));
+                return;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let text = text.strip_suffix('\n').unwrap_or(&text);
+                    let text = text.strip_suffix('\r').unwrap_or(text);
+                    *secret = Some(Secret::new(text));
+                }
+                Err(error) => problems.push(format!(
+                    "{name}_file: cannot read {}: {error}",
+                    path.display()
+                )),
+            }
+        };
+        for (provider, settings) in &mut self.providers {
+            let key = |setting: &str| format!("providers.{provider}.{setting}");
+            read(
+                key("api_key"),
+                &mut settings.api_key,
+                &mut settings.api_key_file,
+            );
+            read(
+                key("client_secret"),
+                &mut settings.client_secret,
+                &mut settings.client_secret_file,
+            );
+            read(
+                key("access_token"),
+                &mut settings.access_token,
+                &mut settings.access_token_file,
+            );
+            read(
+                key("refresh_token"),
+                &mut settings.refresh_token,
+                &mut settings.refresh_token_file,
+            );
+        }
+        let limits = &mut self.rate_limit;
+        read(
+            "rate_limit.redis_url".into(),
+            &mut limits.redis_url,
+            &mut limits.redis_url_file,
+        );
+        read(
+            "rate_limit.fingerprint_key".into(),
+            &mut limits.fingerprint_key,
+            &mut limits.fingerprint_key_file,
+        );
+        read(
+            "state.redis_url".into(),
+            &mut self.state.redis_url,
+            &mut self.state.redis_url_file,
+        );
+        problems
     }
 
     /// Semantic checks that types cannot express.
@@ -448,13 +523,17 @@ impl Config {
 /// and credentials point at the emulators, so an operator who set real ones (in a file or the
 /// environment, to something other than the built-in default) must choose.
 fn sandbox_conflicts(figment: &Figment, operator: &Figment) -> Vec<String> {
-    const REPLACED: [&str; 7] = [
+    const REPLACED: [&str; 11] = [
         "base_url",
         "api_key",
+        "api_key_file",
         "client_id",
         "client_secret",
+        "client_secret_file",
         "access_token",
+        "access_token_file",
         "refresh_token",
+        "refresh_token_file",
         "site_id",
     ];
     if !figment
@@ -541,6 +620,55 @@ mod tests {
         let figment =
             Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml));
         Config::from_figment(&figment)
+    }
+
+    #[test]
+    fn a_secret_can_come_from_a_file() {
+        let dir =
+            std::env::temp_dir().join(format!("patchbay-secret-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("juice-key");
+        std::fs::write(&key, "live_from_a_file\n").unwrap();
+        let config = load(&format!(
+            "providers.juice.api_key_file = {:?}\nrate_limit.fingerprint_key_file = {:?}",
+            key.display().to_string(),
+            key.display().to_string()
+        ))
+        .unwrap();
+        let juice = &config.providers["juice"];
+        assert_eq!(
+            juice.api_key.as_ref().map(Secret::expose),
+            Some("live_from_a_file")
+        );
+        assert!(juice.api_key_file.is_none());
+        let fingerprint = config.rate_limit.fingerprint_key.as_ref();
+        assert_eq!(fingerprint.map(Secret::expose), Some("live_from_a_file"));
+
+        let problems = |toml: &str| load(toml).err().map(|e| e.0).unwrap_or_default();
+        let missing = problems("providers.count.refresh_token_file = \"/nonexistent/rt\"");
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0]
+                .starts_with("providers.count.refresh_token_file: cannot read /nonexistent/rt"),
+            "{missing:?}"
+        );
+        let both = problems(&format!(
+            "providers.juice.api_key = \"x\"\nproviders.juice.api_key_file = {:?}",
+            key.display().to_string()
+        ));
+        assert_eq!(
+            both,
+            ["providers.juice.api_key_file: providers.juice.api_key is set too; set one of them"]
+        );
+        // A provider that reads no such secret refuses its file too.
+        let foreign = problems("providers.juice.refresh_token_file = \"/x\"");
+        assert!(
+            foreign
+                .iter()
+                .any(|p| p.contains("juice does not use this setting")),
+            "{foreign:?}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

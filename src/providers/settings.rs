@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::PathBuf;
 
 /// A credential. Its `Debug` and `Display` never show the value, so it cannot leak into logs.
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -47,6 +48,11 @@ pub struct ProviderConfig {
     pub client_secret: Option<Secret>,
     pub access_token: Option<Secret>,
     pub refresh_token: Option<Secret>,
+    /// Files holding those secrets (e.g. a mounted Kubernetes Secret), read at start-up.
+    pub api_key_file: Option<PathBuf>,
+    pub client_secret_file: Option<PathBuf>,
+    pub access_token_file: Option<PathBuf>,
+    pub refresh_token_file: Option<PathBuf>,
     pub site_id: Option<String>,
     /// Juice: pass the caller's `Idempotency-Key` on.
     pub forward_idempotency_key: bool,
