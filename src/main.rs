@@ -52,6 +52,9 @@ enum Command {
     /// Load and validate the configuration exactly as start-up does, print every problem, and exit
     /// (0: good, 2: bad) without listening or calling anyone.
     CheckConfig,
+    /// Ask the running gateway's admin listener whether it is ready (`/readyz`): exit 0 when it is,
+    /// 1 when not — for container health checks.
+    Healthcheck,
     /// Run only the provider emulators, e.g. to point another patchbay at them.
     Sandbox {
         /// Where the emulators listen.
@@ -86,8 +89,11 @@ async fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         (Command::Sandbox { listen }, _) => sandbox(listen).await,
+        (Command::Healthcheck, Some(config)) => Ok(healthcheck(&config).await),
         (_, Some(config)) => run(config).await,
-        (Command::Run, None) => unreachable!("the configuration was loaded above"),
+        (Command::Run | Command::Healthcheck, None) => {
+            unreachable!("the configuration was loaded above")
+        }
     };
     match result {
         Ok(code) => code,
@@ -178,6 +184,34 @@ async fn sandbox(listen: SocketAddr) -> Result<ExitCode, Box<dyn std::error::Err
     say!("control API  http://{}/_control", sandbox.addr());
     shutdown_signal().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `GET /readyz` on the admin listener of the configuration (its loopback address when it listens on
+/// all of them), within 2 s.
+async fn healthcheck(config: &Config) -> ExitCode {
+    let mut admin = config.server.admin_listen;
+    if admin.ip().is_unspecified() {
+        admin.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let url = format!("http://{admin}/readyz");
+    let uri = url.parse().expect("an address makes a URI");
+    match tokio::time::timeout(Duration::from_secs(2), client.get(uri)).await {
+        Ok(Ok(response)) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(Ok(response)) => {
+            say!("not ready: {url} answered {}", response.status());
+            ExitCode::FAILURE
+        }
+        Ok(Err(error)) => {
+            say!("not ready: {url}: {error}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            say!("not ready: {url} did not answer within 2 s");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM (what a container runtime sends).

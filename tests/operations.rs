@@ -292,3 +292,25 @@ async fn metrics_count_what_happened_with_bounded_labels() {
         "no ids in labels"
     );
 }
+
+#[test]
+fn healthcheck_says_whether_the_admin_listener_is_ready() {
+    let gateway = GatewayProcess::spawn(&[("RUST_LOG", "info")]);
+    let admin = gateway.admin_addr();
+    let mut ready = GatewayProcess::spawn_with(
+        &["healthcheck"],
+        &[("PATCHBAY_SERVER__ADMIN_LISTEN", &admin)],
+    );
+    assert_eq!(ready.exit_code(), Some(0), "{}", ready.all_output());
+    drop(gateway);
+    let mut gone = GatewayProcess::spawn_with(
+        &["healthcheck"],
+        &[("PATCHBAY_SERVER__ADMIN_LISTEN", &admin)],
+    );
+    assert_eq!(gone.exit_code(), Some(1));
+    assert!(
+        gone.all_output().contains("not ready"),
+        "{}",
+        gone.all_output()
+    );
+}
