@@ -121,6 +121,7 @@ fn init_logs(format: LogFormat) -> Result<(), String> {
     match format {
         LogFormat::Json => {
             JSON_LOGS.store(true, Ordering::Relaxed);
+            patchbay::gateway::access::use_json(true);
             logs.json()
                 .flatten_event(true)
                 .with_current_span(true)

@@ -314,3 +314,97 @@ fn healthcheck_says_whether_the_admin_listener_is_ready() {
         gone.all_output()
     );
 }
+
+/// One access line per request at info: method, route, provider, status, latency, request id and the
+/// upstream calls it made (a COUNT write reads first: two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_access_line_per_request_with_its_upstream_calls() {
+    let gateway = GatewayProcess::spawn(&[("RUST_LOG", "info"), ("PATCHBAY_LOG__FORMAT", "json")]);
+    let addr = gateway.addr();
+    let url = format!("http://{addr}/customers/count:{COUNT_ID}");
+    let client = common::http_client();
+    let read = send(
+        &client,
+        Method::GET,
+        &url,
+        &[("x-request-id", "read-1")],
+        "",
+    )
+    .await;
+    assert_eq!(read.status, 200);
+    let headers = [
+        ("x-request-id", "write-1"),
+        ("content-type", "application/merge-patch+json"),
+    ];
+    let write = send(
+        &client,
+        Method::PATCH,
+        &url,
+        &headers,
+        r#"{"phone":"+15550009999"}"#,
+    )
+    .await;
+    assert_eq!(write.status, 200);
+    let missing = format!("http://{addr}/nowhere");
+    assert_eq!(
+        send(
+            &client,
+            Method::GET,
+            &missing,
+            &[("x-request-id", "lost-1")],
+            ""
+        )
+        .await
+        .status,
+        404
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines: Vec<Value> = gateway
+            .all_output()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["target"] == "patchbay::access")
+            .collect();
+        if lines.len() >= 3 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let by_id = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let read = by_id("read-1");
+    assert_eq!(
+        (
+            &read["method"],
+            &read["route"],
+            &read["provider"],
+            &read["status"],
+            &read["upstream_calls"]
+        ),
+        (
+            &json!("GET"),
+            &json!("/customers/{provider}:{id}"),
+            &json!("count"),
+            &json!(200),
+            &json!(1)
+        )
+    );
+    assert!(read["latency_us"].as_u64().unwrap() > 0);
+    let write = by_id("write-1");
+    assert_eq!(
+        (&write["method"], &write["upstream_calls"]),
+        (&json!("PATCH"), &json!(2))
+    );
+    let lost = by_id("lost-1");
+    assert_eq!(
+        (&lost["route"], &lost["status"], &lost["upstream_calls"]),
+        (&json!("unknown"), &json!(404), &json!(0))
+    );
+}

@@ -54,8 +54,18 @@ fn credentials_seen(log: &[Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_or_token_appears_in_the_logs_at_trace() {
+    no_secret_or_token_in_logs("text").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_or_token_appears_in_json_logs_at_trace() {
+    no_secret_or_token_in_logs("json").await;
+}
+
+async fn no_secret_or_token_in_logs(format: &str) {
     let gateway = GatewayProcess::spawn(&[
         ("RUST_LOG", "trace"),
+        ("PATCHBAY_LOG__FORMAT", format),
         ("PATCHBAY_SANDBOX__ENABLED", "true"),
         ("PATCHBAY_RATE_LIMIT__FINGERPRINT_KEY", FINGERPRINT_KEY),
     ]);

@@ -67,6 +67,8 @@ pub(crate) struct CustomerCall {
     pub lenient: Option<Vec<String>>,
     /// Set by the rate limiter: what every upstream call spends from.
     pub budget: Option<Arc<dyn CallBudget>>,
+    /// Where the access log reads how many upstream calls the request made, when it is on.
+    pub calls: Option<super::record::CallCount>,
 }
 
 impl CustomerCall {

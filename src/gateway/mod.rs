@@ -5,6 +5,7 @@
 //! typed errors until the rescue turns them into `application/problem+json`. [`Gateway`] is what every
 //! serving runtime shares; [`serve`] runs one runtime's listener with its own stack and connections.
 
+pub mod access;
 mod body;
 mod content;
 mod customer;

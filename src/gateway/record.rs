@@ -1,14 +1,36 @@
-//! Records every answered request in the metrics: provider (from the path, `none` when it names no
-//! known one), method, status and latency. Outside the panic catcher, so a panic's 500 counts too.
+//! Records every answered request: in the metrics (provider from the path, `none` when it names no known
+//! one; method, status, latency) and, when `patchbay::access` logs at info, as one access line with the
+//! request id and the upstream calls it made. Outside the panic catcher, so a panic's 500 counts too.
 
 use http::{Method, Request, Response};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 use tower::{Layer, Service};
+
+/// The upstream calls a request made, filled in by the rate limiter for the access line.
+#[derive(Clone, Default)]
+pub(crate) struct CallCount(Arc<AtomicU32>);
+
+impl CallCount {
+    pub fn set(&self, calls: u32) {
+        self.0.store(calls, Ordering::Release);
+    }
+
+    fn get(&self) -> u32 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What the access line says beyond the metrics' labels.
+struct Access {
+    request_id: Option<http::HeaderValue>,
+    calls: CallCount,
+}
 
 #[derive(Clone)]
 pub(crate) struct RecordLayer {
@@ -73,11 +95,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let provider = provider_of(&self.names, request.uri().path());
+        let method = method_label(request.method());
+        // Only when someone reads the line: a formatted line per request is not free.
+        let access = super::access::enabled().then(|| {
+            let calls = CallCount::default();
+            request.extensions_mut().insert(calls.clone());
+            Box::new(Access {
+                request_id: request.headers().get("x-request-id").cloned(),
+                calls,
+            })
+        });
         Recorded {
-            provider: provider_of(&self.names, request.uri().path()),
-            method: method_label(request.method()),
+            provider,
+            method,
             started: Instant::now(),
+            access,
             inner: self.inner.call(request),
         }
     }
@@ -88,6 +122,7 @@ pin_project! {
         provider: &'static str,
         method: &'static str,
         started: Instant,
+        access: Option<Box<Access>>,
         #[pin]
         inner: F,
     }
@@ -104,12 +139,24 @@ where
         let answered = ready!(this.inner.poll(cx));
         if let Ok(response) = &answered {
             let status = response.status().as_u16();
-            crate::metrics::http_request(
-                this.provider,
-                this.method,
-                status,
-                this.started.elapsed(),
-            );
+            let took = this.started.elapsed();
+            crate::metrics::http_request(this.provider, this.method, status, took);
+            if let Some(access) = this.access.take() {
+                let route = match *this.provider {
+                    "none" => "unknown",
+                    _ => "/customers/{provider}:{id}",
+                };
+                let request_id = access.request_id.as_ref().and_then(|id| id.to_str().ok());
+                super::access::write(&super::access::Line {
+                    method: this.method,
+                    route,
+                    provider: this.provider,
+                    status,
+                    latency_us: took.as_micros() as u64,
+                    request_id: request_id.unwrap_or(""),
+                    upstream_calls: access.calls.get(),
+                });
+            }
         }
         Poll::Ready(answered)
     }

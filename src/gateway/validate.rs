@@ -4,6 +4,7 @@
 
 use super::body::JsonBody;
 use super::customer::{CustomerCall, Op};
+use super::record::CallCount;
 use super::request::prefers_lenient;
 use super::route::Routed;
 use super::BoxError;
@@ -66,6 +67,7 @@ impl Validate {
             id,
         } = request;
         let idempotency_key = idempotency_key(&head.headers)?;
+        let calls = head.extensions.get::<CallCount>().cloned();
         let Some(object) = body else {
             return Ok(CustomerCall {
                 provider,
@@ -74,6 +76,7 @@ impl Validate {
                 idempotency_key,
                 lenient: None,
                 budget: None,
+                calls,
             });
         };
         let name = provider.name();
@@ -104,6 +107,7 @@ impl Validate {
             idempotency_key,
             lenient: lenient.then_some(skipped),
             budget: None,
+            calls,
         })
     }
 }

@@ -498,7 +498,7 @@ impl GatewayProcess {
         GatewayProcess { child, output }
     }
 
-    /// The `addr=` of the first output line containing `marker`, waiting up to 20 s for it.
+    /// The `addr` of the first output line containing `marker` (text or JSON logs), waiting up to 20 s.
     pub fn addr_after(&self, marker: &str) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
@@ -509,8 +509,12 @@ impl GatewayProcess {
                 .iter()
                 .find(|l| l.contains(marker))
                 .and_then(|line| {
-                    let start = line.find("addr=")? + 5;
-                    Some(line[start..].split_whitespace().next()?.to_owned())
+                    // A text line's `addr=…`, or a JSON line's `"addr":"…"`.
+                    if let Some(start) = line.find("addr=") {
+                        return Some(line[start + 5..].split_whitespace().next()?.to_owned());
+                    }
+                    let start = line.find("\"addr\":\"")? + 8;
+                    Some(line[start..].split('"').next()?.to_owned())
                 });
             if let Some(addr) = found {
                 return addr;

@@ -69,7 +69,11 @@ where
                 }
             };
             call.budget = Some(admission.clone());
+            let calls = call.calls.clone();
             let result = inner.oneshot(call).await;
+            if let Some(calls) = calls {
+                calls.set(admission.calls_made());
+            }
             admission.settle().await;
             let mut decision = admission.decision();
             match result {

@@ -201,6 +201,7 @@ impl RateLimiter {
             sent: AtomicU32::new(0),
             reserved: Mutex::new(reservation),
             unplanned: Mutex::new(Vec::new()),
+            made: AtomicU32::new(0),
             decision: Mutex::new(decision),
         }))
     }
@@ -464,6 +465,8 @@ pub(crate) struct Admission {
     reserved: Mutex<Option<Reservation>>,
     /// One reservation for each call beyond the planned ones, each of them sent.
     unplanned: Mutex<Vec<Reservation>>,
+    /// Calls actually allowed out, planned and unplanned, for the access log.
+    made: AtomicU32,
     decision: Mutex<Decision>,
 }
 
@@ -471,6 +474,11 @@ impl Admission {
     /// The quota as the latest reservation saw it.
     pub fn decision(&self) -> Decision {
         lock(&self.decision).clone()
+    }
+
+    /// The upstream calls this request made (token calls and retries included).
+    pub fn calls_made(&self) -> u32 {
+        self.made.load(Ordering::Acquire)
     }
 
     /// The request is over: sent calls are logged at this moment, planned calls never sent are released.
@@ -494,6 +502,7 @@ impl Admission {
             .map_err(|refusal| refusal.error)?;
         lock(&self.unplanned).extend(reservation);
         *lock(&self.decision) = decision;
+        self.made.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 }
@@ -504,7 +513,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl CallBudget for Admission {
     fn spend_planned(&self) -> bool {
-        self.sent.fetch_add(1, Ordering::AcqRel) < self.planned || self.limiter.quota.is_unlimited()
+        let spent = self.sent.fetch_add(1, Ordering::AcqRel) < self.planned
+            || self.limiter.quota.is_unlimited();
+        if spent {
+            self.made.fetch_add(1, Ordering::AcqRel);
+        }
+        spent
     }
 
     fn spend_unplanned(&self) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + '_>> {
