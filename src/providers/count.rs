@@ -115,8 +115,13 @@ impl Dialect for Count {
         &CAPABILITIES
     }
 
+    /// COUNT documents its customer ids as UUID v4 and refuses others with a 400.
     fn parse_id(&self, id: &str) -> Result<String, String> {
-        parse_uuid(id)
+        let uuid = parse_uuid(id)?;
+        match uuid::Uuid::parse_str(&uuid).map(|u| u.get_version_num()) {
+            Ok(4) if matches!(uuid.as_bytes()[19], b'8' | b'9' | b'a' | b'b') => Ok(uuid),
+            _ => Err("must be a UUID v4 (8-4-4-4-12 hex digits, version 4, variant 8–b)".into()),
+        }
     }
 
     fn reserved_fields(&self) -> &'static [&'static str] {
