@@ -41,6 +41,24 @@ pub enum ProblemKind {
 }
 
 impl ProblemKind {
+    pub const ALL: [ProblemKind; 15] = [
+        ProblemKind::BadRequest,
+        ProblemKind::Unauthorized,
+        ProblemKind::Forbidden,
+        ProblemKind::NotFound,
+        ProblemKind::MethodNotAllowed,
+        ProblemKind::UnsupportedMediaType,
+        ProblemKind::RequestTimeout,
+        ProblemKind::PayloadTooLarge,
+        ProblemKind::Conflict,
+        ProblemKind::Unprocessable,
+        ProblemKind::RateLimited,
+        ProblemKind::Internal,
+        ProblemKind::BadGateway,
+        ProblemKind::ServiceUnavailable,
+        ProblemKind::GatewayTimeout,
+    ];
+
     pub fn status(self) -> u16 {
         match self {
             ProblemKind::BadRequest => 400,

@@ -11,6 +11,7 @@ mod content;
 mod customer;
 mod customer_lock;
 mod detach;
+pub mod document;
 mod locks;
 mod quotas;
 pub mod rate_limit;

@@ -7,6 +7,7 @@ use super::content::ContentType;
 use super::customer::{Answer, CustomerCall, CustomerService};
 use super::customer_lock::CustomerLockLayer;
 use super::detach::DetachLayer;
+use super::document::DocumentLayer;
 use super::rate_limit::RateLimitLayer;
 use super::record::RecordLayer;
 use super::rescue::{self, RescueLayer};
@@ -102,6 +103,8 @@ where
         .layer(CatchPanicLayer::custom(rescue::panicked))
         // The rescue: every error below becomes its problem+json answer here, and only here.
         .layer(RescueLayer)
+        // `GET /openapi.json`: the canonical API's OpenAPI document.
+        .layer(DocumentLayer)
         // The canonical customer as JSON, with the lenient and rate-limit headers layers added.
         .map_response(Answer::into_response)
         // Checks 1–3: one Host (400), a customer path of a known (404), configured (503) provider,
