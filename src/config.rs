@@ -202,6 +202,33 @@ impl Default for RateLimitStore {
     }
 }
 
+/// A Redis client for `url` (`redis://…` or `rediss://…`), trusting the CA in `ca_file` when given: the
+/// problem in words, never the URL itself (it may carry a password).
+pub fn redis_client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, String> {
+    let not_a_url = |_| "not a redis:// or rediss:// URL".to_owned();
+    let Some(ca_file) = ca_file else {
+        return redis::Client::open(url).map_err(not_a_url);
+    };
+    let root_cert = std::fs::read(ca_file)
+        .map_err(|error| format!("cannot read the CA file {}: {error}", ca_file.display()))?;
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    };
+    redis::Client::build_with_tls(url, certificates).map_err(|error| match error.kind() {
+        redis::ErrorKind::InvalidClientConfig => "not a rediss:// URL".to_owned(),
+        _ => format!("the CA file {}: {error}", ca_file.display()),
+    })
+}
+
+/// Checks a Redis URL and CA file as start-up does.
+fn redis_check(url: &str, ca_file: Option<&Path>) -> Result<(), String> {
+    if ca_file.is_some() && !url.starts_with("rediss://") {
+        return Err("a CA file is only used with a rediss:// URL".into());
+    }
+    redis_client(url, ca_file).map(drop)
+}
+
 /// The provider-specific keys `provider` reads; the other providers' keys are refused for it.
 pub fn credential_keys(provider: &str) -> &'static [&'static str] {
     providers::all()
@@ -472,7 +499,7 @@ impl Config {
         // A URL may carry a password: say what is wrong, never what it is.
         if let Some(url) = &self.rate_limit.redis_url {
             let ca_file = self.rate_limit.redis_ca_file.as_deref();
-            if let Err(problem) = crate::state::redis::check(url.expose(), ca_file) {
+            if let Err(problem) = redis_check(url.expose(), ca_file) {
                 problems.push(format!("rate_limit.redis_url: {problem}"));
             }
         }
@@ -486,7 +513,7 @@ impl Config {
             _ => {}
         }
         if let Some(url) = &self.state.redis_url {
-            if let Err(problem) = crate::state::redis::check(url.expose(), self.state_redis().1) {
+            if let Err(problem) = redis_check(url.expose(), self.state_redis().1) {
                 problems.push(format!("state.redis_url: {problem}"));
             }
         }

@@ -24,7 +24,7 @@ impl Link {
     /// certificate, when it is not one the system trusts.
     pub fn new(url: &str, ca_file: Option<&Path>, timeout: Duration) -> Link {
         Link {
-            client: client(url, ca_file),
+            client: crate::config::redis_client(url, ca_file),
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(timeout)
                 .set_response_timeout(timeout),
@@ -64,32 +64,6 @@ impl Link {
         *self.connection.lock().await = None;
         error.to_string()
     }
-}
-
-/// Checks a Redis URL (and CA file) as start-up does: the problem in words, never the URL itself (it
-/// may carry a password).
-pub fn check(url: &str, ca_file: Option<&Path>) -> Result<(), String> {
-    if ca_file.is_some() && !url.starts_with("rediss://") {
-        return Err("a CA file is only used with a rediss:// URL".into());
-    }
-    client(url, ca_file).map(drop)
-}
-
-fn client(url: &str, ca_file: Option<&Path>) -> Result<Client, String> {
-    let not_a_url = |_| "not a redis:// or rediss:// URL".to_owned();
-    let Some(ca_file) = ca_file else {
-        return Client::open(url).map_err(not_a_url);
-    };
-    let root_cert = std::fs::read(ca_file)
-        .map_err(|error| format!("cannot read the CA file {}: {error}", ca_file.display()))?;
-    let certificates = redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(root_cert),
-    };
-    Client::build_with_tls(url, certificates).map_err(|error| match error.kind() {
-        redis::ErrorKind::InvalidClientConfig => "not a rediss:// URL".to_owned(),
-        _ => format!("the CA file {}: {error}", ca_file.display()),
-    })
 }
 
 /// Deletes the lock only if it still holds this holder's nonce: an expired lock taken over by another
