@@ -2,7 +2,7 @@
 //! and serve until shutdown. Tests start the same thing in-process with [`start`].
 
 use crate::admin::{self, Health};
-use crate::config::{Config, StateBackend};
+use crate::config::Config;
 use crate::gateway::{serve, Gateway};
 use crate::providers;
 use crate::sandbox::Sandbox;
@@ -174,20 +174,18 @@ pub async fn start(mut config: Config) -> std::io::Result<Running> {
     } else {
         None
     };
-    let state = Store::open(&config).map_err(std::io::Error::other)?;
-    let gateway = Gateway::with_state(&config, Arc::new(state));
+    let state = Arc::new(Store::open(&config).map_err(std::io::Error::other)?);
+    let gateway = Gateway::with_state(&config, state.clone());
     match gateway.load_tokens().await {
         Ok(()) => {}
         // A shared store may come back before the first token is needed; a file or a value that
         // cannot be read will not.
-        Err(error @ StateError::Unavailable { .. })
-            if config.state.backend == StateBackend::Redis =>
-        {
+        Err(error @ StateError::Unavailable { .. }) if state.is_shared() => {
             tracing::warn!(%error, "the stored tokens could not be read yet; they are read again before the first token call")
         }
         Err(error) => return Err(std::io::Error::other(error)),
     }
-    if config.state.backend == StateBackend::Memory && sandbox.is_none() {
+    if !state.is_durable() && sandbox.is_none() {
         for provider in gateway.rotating() {
             tracing::warn!(
                 provider,

@@ -3,14 +3,10 @@
 
 mod common;
 
-use common::{send, GatewayProcess, Harness, COUNT_ID, SWEETSPOT_ID};
+use common::{get, send, GatewayProcess, Harness, COUNT_ID, SWEETSPOT_ID};
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-async fn get(url: &str) -> common::Answer {
-    send(&common::http_client(), Method::GET, url, &[], "").await
-}
 
 #[tokio::test]
 async fn the_admin_listener_answers_probes_and_quotas_on_its_own_port() {

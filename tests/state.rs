@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{send, GatewayProcess, Harness, RedisServer, COUNT_ID, SPARKLAYER_ID};
-use http::{Method, StatusCode};
+use common::{GatewayProcess, Harness, RedisServer, COUNT_ID, SPARKLAYER_ID};
+use http::StatusCode;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -59,8 +59,7 @@ fn without(env: &Env, name: &str) -> Env {
 }
 
 async fn get(addr: &str, customer: &str) -> common::Answer {
-    let url = format!("http://{addr}/customers/{customer}");
-    send(&common::http_client(), Method::GET, &url, &[], "").await
+    common::get(&format!("http://{addr}/customers/{customer}")).await
 }
 
 async fn count_works(addr: &str) {

@@ -110,7 +110,7 @@ impl Gateway {
                         store: state.clone(),
                         lock_ttl,
                     };
-                    let auth = Auth::with_store(scheme, name, tokens);
+                    let auth = Auth::new(scheme, name, tokens);
                     Arc::new(Upstream::new(name, &settings.base_url, auth))
                 });
                 let limiter = upstream.as_ref().map(|upstream| {

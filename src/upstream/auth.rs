@@ -104,21 +104,8 @@ fn hex_sha256(parts: &[&str]) -> String {
 }
 
 impl Auth {
-    /// Tokens kept only in memory.
-    pub fn new(scheme: Box<dyn CredentialScheme>) -> Auth {
-        let store = TokenStore {
-            store: Arc::new(Store::memory()),
-            lock_ttl: Duration::from_secs(30),
-        };
-        Auth::with_store(scheme, "provider", store)
-    }
-
-    /// Tokens of `provider`'s credential kept in `store` as well.
-    pub fn with_store(
-        scheme: Box<dyn CredentialScheme>,
-        provider: &str,
-        store: TokenStore,
-    ) -> Auth {
+    /// Tokens of `provider`'s credential, kept in `store` as well.
+    pub fn new(scheme: Box<dyn CredentialScheme>, provider: &str, store: TokenStore) -> Auth {
         let credential = hex_sha256(&["patchbay tokens", provider, scheme.credential_id()]);
         // A rotating scheme's lineage starts from its configured refresh token, another's from its
         // first secret (the client secret its tokens are exchanged for).
@@ -173,12 +160,34 @@ impl Auth {
 
     /// Reads the stored tokens (start-up does, so a value that does not parse stops it).
     pub(super) async fn load(&self) -> Result<(), StateError> {
-        let mut tokens = self.tokens.lock().await;
+        self.load_once(&mut *self.tokens.lock().await).await
+    }
+
+    /// Reads the store the first time tokens are needed (or at start-up): until then the configured
+    /// tokens may be spent ones.
+    async fn load_once(&self, tokens: &mut Tokens) -> Result<(), StateError> {
         if !tokens.loaded {
-            self.read_store(&mut tokens).await?;
+            self.read_store(tokens).await?;
             tokens.loaded = true;
         }
         Ok(())
+    }
+
+    /// A fresh token another process stored (shared stores only), taken as the current one.
+    async fn stored_fresh(
+        &self,
+        upstream: &Upstream,
+        tokens: &mut Tokens,
+    ) -> Result<Option<Secret>, StateError> {
+        if !self.store.is_shared() {
+            return Ok(None);
+        }
+        self.read_store(tokens).await?;
+        let fresh = self.fresh(tokens);
+        if fresh.is_some() {
+            crate::metrics::token_refresh(upstream.name, "shared");
+        }
+        Ok(fresh)
     }
 
     /// Whether [`token`](Auth::token) may make a token call before the next call.
@@ -244,10 +253,7 @@ impl Auth {
             return Ok(None);
         }
         let mut tokens = self.tokens.lock().await;
-        if !tokens.loaded {
-            self.read_store(&mut tokens).await?;
-            tokens.loaded = true;
-        }
+        self.load_once(&mut tokens).await?;
         if let Some(unsaved) = tokens.unsaved.clone() {
             self.store.put(&self.key, unsaved).await?;
             tokens.unsaved = None;
@@ -272,12 +278,8 @@ impl Auth {
     ) -> Result<Secret, BoxError> {
         let give_up = tokio::time::Instant::now() + self.lock_ttl + Duration::from_secs(1);
         let lock = loop {
-            if self.store.is_shared() {
-                self.read_store(tokens).await?;
-                if let Some(token) = self.fresh(tokens) {
-                    crate::metrics::token_refresh(upstream.name, "shared");
-                    return Ok(token);
-                }
+            if let Some(token) = self.stored_fresh(upstream, tokens).await? {
+                return Ok(token);
             }
             if let Some(lock) = self.store.lock(&self.key, self.lock_ttl).await? {
                 break lock;
@@ -296,15 +298,15 @@ impl Auth {
             tokio::time::sleep(POLL).await;
         };
         // Another replica may have refreshed between the last look and the lock.
-        if self.store.is_shared() {
-            if let Err(error) = self.read_store(tokens).await {
+        match self.stored_fresh(upstream, tokens).await {
+            Ok(None) => {}
+            Ok(Some(token)) => {
+                self.store.unlock(lock).await;
+                return Ok(token);
+            }
+            Err(error) => {
                 self.store.unlock(lock).await;
                 return Err(error.into());
-            }
-            if let Some(token) = self.fresh(tokens) {
-                self.store.unlock(lock).await;
-                crate::metrics::token_refresh(upstream.name, "shared");
-                return Ok(token);
             }
         }
         let called = self.token_call(upstream, tokens, send, budget).await;

@@ -102,6 +102,11 @@ pub async fn send(
     }
 }
 
+/// A plain GET of `url` with a fresh client.
+pub async fn get(url: &str) -> Answer {
+    send(&http_client(), Method::GET, url, &[], Bytes::new()).await
+}
+
 pub struct Harness {
     pub app: Running,
     client: HttpClient,
