@@ -24,6 +24,64 @@ pub struct Config {
     pub rate_limit: RateLimitStore,
     pub state: State,
     pub log: Log,
+    /// The services that may call, each by the SHA-256 of its bearer token; none: open (loopback only,
+    /// unless `server.allow_unauthenticated`).
+    pub clients: Vec<ClientConfig>,
+    pub idempotency: Idempotency,
+}
+
+/// One caller: its name (in logs and metrics), its token's hash, the providers it may use, its quotas.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub name: String,
+    /// Hex SHA-256 of the bearer token the service sends.
+    #[serde(default)]
+    pub token_sha256: Option<Secret>,
+    #[serde(default)]
+    pub token_sha256_file: Option<PathBuf>,
+    /// The providers it may use; absent: all.
+    #[serde(default)]
+    pub providers: Option<Vec<String>>,
+    /// Its own quota, across providers.
+    #[serde(default)]
+    pub rate_limit: Option<ClientRate>,
+    /// Its quota for one provider, in addition.
+    #[serde(default)]
+    pub provider_rate_limit: BTreeMap<String, ClientRate>,
+}
+
+/// A caller's quota: `per_minute` requests on average, `burst` at once (default: `per_minute`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRate {
+    pub per_minute: u32,
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+impl ClientRate {
+    /// The burst in force: `burst`, or `per_minute` (governor's own default).
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.per_minute)
+    }
+}
+
+/// `Idempotency-Key` records: how long a stored answer is replayed, and how many this process keeps.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Idempotency {
+    pub ttl_s: u64,
+    pub max_entries: u64,
+}
+
+impl Default for Idempotency {
+    fn default() -> Idempotency {
+        Idempotency {
+            ttl_s: 86_400,
+            max_entries: 100_000,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -66,6 +124,8 @@ pub struct Server {
     pub drain_delay_ms: u64,
     /// Then open requests have this long to finish; past it they are cut and the exit code is 1.
     pub shutdown_grace_ms: u64,
+    /// Serve a non-loopback `listen` address with no `[[clients]]`: anyone who reaches it may call.
+    pub allow_unauthenticated: bool,
 }
 
 impl Server {
@@ -107,6 +167,7 @@ impl Default for Server {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             drain_delay_ms: 0,
             shutdown_grace_ms: 30_000,
+            allow_unauthenticated: false,
         }
     }
 }
@@ -257,6 +318,8 @@ impl Default for Config {
             rate_limit: RateLimitStore::default(),
             state: State::default(),
             log: Log::default(),
+            clients: Vec::new(),
+            idempotency: Idempotency::default(),
         }
     }
 }
@@ -423,6 +486,13 @@ impl Config {
             &mut self.state.redis_url,
             &mut self.state.redis_url_file,
         );
+        for (i, client) in self.clients.iter_mut().enumerate() {
+            read(
+                format!("clients[{i}].token_sha256"),
+                &mut client.token_sha256,
+                &mut client.token_sha256_file,
+            );
+        }
         problems
     }
 
@@ -484,6 +554,13 @@ impl Config {
                 self.server.admin_listen
             ));
         }
+        problems.extend(self.client_problems());
+        if self.idempotency.ttl_s == 0 {
+            problems.push("idempotency.ttl_s: must be more than 0".into());
+        }
+        if self.idempotency.max_entries == 0 {
+            problems.push("idempotency.max_entries: must be more than 0".into());
+        }
         if self.rate_limit.replicas == 0 {
             problems.push("rate_limit.replicas: must be at least 1".into());
         }
@@ -515,6 +592,101 @@ impl Config {
         if let Some(url) = &self.state.redis_url {
             if let Err(problem) = redis_check(url.expose(), self.state_redis().1) {
                 problems.push(format!("state.redis_url: {problem}"));
+            }
+        }
+        problems
+    }
+
+    /// `[[clients]]`: names fit for logs and labels, one token hash each, providers that exist; and no
+    /// open listener beyond loopback unless asked for.
+    fn client_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let listen = self.server.listen;
+        if self.clients.is_empty()
+            && !listen.ip().is_loopback()
+            && !self.server.allow_unauthenticated
+        {
+            problems.push(format!(
+                "server.listen: {listen} is not a loopback address and no [[clients]] are configured, so anyone who reaches it could write to every provider: add [[clients]] (README, \"Callers\") or set server.allow_unauthenticated = true to serve it open on purpose"
+            ));
+        }
+        let known: Vec<&str> = providers::all().iter().map(|p| p.name()).collect();
+        let unknown = |name: &str| {
+            (!known.contains(&name))
+                .then(|| format!("unknown provider; use one of: {}", known.join(", ")))
+        };
+        for (i, client) in self.clients.iter().enumerate() {
+            let at = format!("clients[{i}]");
+            let name = &client.name;
+            let fit = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !fit {
+                problems.push(format!(
+                    "{at}.name: 1 to 64 of A-Z a-z 0-9 _ - . (it appears in logs and metrics)"
+                ));
+            }
+            if self.clients[..i].iter().any(|other| other.name == *name) {
+                problems.push(format!("{at}.name: another client is called {name:?} too"));
+            }
+            match client.token_sha256.as_ref().map(|hash| hash.expose()) {
+                None => problems.push(format!(
+                    "{at}.token_sha256: required (hex SHA-256 of the client's bearer token; README, \"Callers\")"
+                )),
+                Some(hash) if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    problems.push(format!(
+                        "{at}.token_sha256: 64 hex digits, the SHA-256 of the token (not the token itself)"
+                    ))
+                }
+                Some(hash) => {
+                    let same = |other: &ClientConfig| {
+                        other
+                            .token_sha256
+                            .as_ref()
+                            .is_some_and(|h| h.expose().eq_ignore_ascii_case(hash))
+                    };
+                    if self.clients[..i].iter().any(same) {
+                        problems.push(format!(
+                            "{at}.token_sha256: another client has the same token; give each its own"
+                        ));
+                    }
+                }
+            }
+            if let Some(list) = &client.providers {
+                if list.is_empty() {
+                    problems.push(format!(
+                        "{at}.providers: empty, so the client could call nothing; remove it to allow every provider"
+                    ));
+                }
+                for (j, provider) in list.iter().enumerate() {
+                    if let Some(problem) = unknown(provider) {
+                        problems.push(format!("{at}.providers[{j}]: {problem}"));
+                    }
+                }
+            }
+            let mut rates: Vec<(String, &ClientRate)> = Vec::new();
+            if let Some(rate) = &client.rate_limit {
+                rates.push((format!("{at}.rate_limit"), rate));
+            }
+            for (provider, rate) in &client.provider_rate_limit {
+                let key = format!("{at}.provider_rate_limit.{provider}");
+                if let Some(problem) = unknown(provider) {
+                    problems.push(format!("{key}: {problem}"));
+                } else if client
+                    .providers
+                    .as_ref()
+                    .is_some_and(|list| !list.contains(provider))
+                {
+                    problems.push(format!("{key}: {provider} is not in {at}.providers"));
+                }
+                rates.push((key, rate));
+            }
+            for (key, rate) in rates {
+                if rate.per_minute == 0 || rate.burst() == 0 {
+                    problems.push(format!("{key}: per_minute and burst must be more than 0"));
+                }
             }
         }
         problems

@@ -1,6 +1,6 @@
 //! Prometheus metrics, counted where things happen and served by the admin listener's `/metrics` in
-//! the OpenMetrics text format. Labels are bounded: provider names, methods, statuses, window names and
-//! a few fixed words — never an id, a credential or a fingerprint.
+//! the OpenMetrics text format. Labels are bounded: provider names, configured client names, methods,
+//! statuses, window names and a few fixed words — never an id, a credential or a fingerprint.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +35,7 @@ impl EncodeLabelValue for Status {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Request {
     provider: &'static str,
+    client: &'static str,
     method: &'static str,
     status: u16,
 }
@@ -164,9 +165,17 @@ pub fn encode() -> String {
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A request answered on the canonical API (`provider` is `none` when the path named none).
-pub fn http_request(provider: &'static str, method: &'static str, status: u16, took: Duration) {
+/// One answered request; `client` is a configured client's name, or `none`.
+pub fn http_request(
+    provider: &'static str,
+    client: &'static str,
+    method: &'static str,
+    status: u16,
+    took: Duration,
+) {
     let labels = Request {
         provider,
+        client,
         method,
         status,
     };

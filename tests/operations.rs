@@ -243,15 +243,21 @@ async fn metrics_count_what_happened_with_bounded_labels() {
             .unwrap_or_else(|| panic!("no {series} in\n{text}"))
     };
     assert_eq!(
-        value(r#"patchbay_http_requests_total{provider="juice",method="GET",status="200"}"#),
+        value(
+            r#"patchbay_http_requests_total{provider="juice",client="none",method="GET",status="200"}"#
+        ),
         1.0
     );
     assert_eq!(
-        value(r#"patchbay_http_requests_total{provider="none",method="GET",status="404"}"#),
+        value(
+            r#"patchbay_http_requests_total{provider="none",client="none",method="GET",status="404"}"#
+        ),
         1.0
     );
     assert_eq!(
-        value(r#"patchbay_http_requests_total{provider="count",method="PATCH",status="200"}"#),
+        value(
+            r#"patchbay_http_requests_total{provider="count",client="none",method="PATCH",status="200"}"#
+        ),
         2.0
     );
     assert_eq!(

@@ -10,26 +10,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-type Env = Vec<(String, String)>;
-
-/// The settings that point `provider` of a gateway process at the harness's sandbox, with its demo
-/// credentials, and no rate limit of patchbay's own.
-fn provider_env(harness: &Harness, provider: &str) -> Env {
-    let sandbox = harness.app.sandbox().expect("the harness runs the sandbox");
-    let dialect = patchbay::providers::all()
-        .into_iter()
-        .find(|p| p.name() == provider)
-        .unwrap();
-    let key = |setting: &str| format!("PATCHBAY_PROVIDERS__{}__{setting}", provider.to_uppercase());
-    let mut env = vec![
-        (key("BASE_URL"), sandbox.base_url(provider).unwrap()),
-        (key("RATE_LIMIT__WINDOWS"), "[]".to_owned()),
-    ];
-    for (setting, value) in dialect.demo_credentials() {
-        env.push((key(&setting.to_uppercase()), value));
-    }
-    env
-}
+use common::{provider_env, Env};
 
 /// COUNT (and any `extra` settings) on a process with the sandbox off, two serving runtimes.
 fn count_env(harness: &Harness, extra: &[(&str, &str)]) -> Env {

@@ -23,6 +23,7 @@ pub(crate) struct Line<'a> {
     pub method: &'a str,
     pub route: &'a str,
     pub provider: &'a str,
+    pub client: &'a str,
     pub status: u16,
     pub latency_us: u64,
     pub request_id: &'a str,
@@ -44,6 +45,7 @@ pub(crate) fn write(line: &Line<'_>) {
             method,
             route,
             provider,
+            client,
             status,
             latency_us,
             request_id,
@@ -52,13 +54,13 @@ pub(crate) fn write(line: &Line<'_>) {
         let _ = if JSON.load(Ordering::Relaxed) {
             write!(
                 text,
-                r#"{{"timestamp":"{now}","level":"INFO","message":"request","method":"{method}","route":"{route}","provider":"{provider}","status":{status},"latency_us":{latency_us},"request_id":{},"upstream_calls":{upstream_calls},"target":"patchbay::access"}}"#,
+                r#"{{"timestamp":"{now}","level":"INFO","message":"request","method":"{method}","route":"{route}","provider":"{provider}","client":"{client}","status":{status},"latency_us":{latency_us},"request_id":{},"upstream_calls":{upstream_calls},"target":"patchbay::access"}}"#,
                 serde_json::Value::from(*request_id)
             )
         } else {
             write!(
                 text,
-                "{now}  INFO patchbay::access: request method={method} route={route} provider={provider} status={status} latency_us={latency_us} request_id={request_id} upstream_calls={upstream_calls}"
+                "{now}  INFO patchbay::access: request method={method} route={route} provider={provider} client={client} status={status} latency_us={latency_us} request_id={request_id} upstream_calls={upstream_calls}"
             )
         };
         text.push('\n');

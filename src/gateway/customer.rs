@@ -69,6 +69,10 @@ pub(crate) struct CustomerCall {
     pub budget: Option<Arc<dyn CallBudget>>,
     /// Where the access log reads how many upstream calls the request made, when it is on.
     pub calls: Option<super::record::CallCount>,
+    /// The client that sent it, when `[[clients]]` are configured.
+    pub caller: Option<Arc<super::callers::Caller>>,
+    /// A PATCH's `Idempotency-Key` record, until the idempotency layer takes it.
+    pub keyed: Option<super::idempotency::Keyed>,
 }
 
 impl CustomerCall {

@@ -7,11 +7,14 @@
 
 pub mod access;
 mod body;
+mod callers;
+mod client_quota;
 mod content;
 mod customer;
 mod customer_lock;
 mod detach;
 pub mod document;
+mod idempotency;
 mod locks;
 mod quotas;
 pub mod rate_limit;
@@ -75,6 +78,9 @@ struct Shared {
     /// The shared stores, for readiness.
     rate_limit_redis: Option<Arc<RedisStore>>,
     state: Arc<crate::state::Store>,
+    /// `[[clients]]`, and their quotas.
+    callers: Arc<callers::Callers>,
+    idempotency: Arc<idempotency::Records>,
 }
 
 impl Gateway {
@@ -143,7 +149,26 @@ impl Gateway {
                 })
             })
             .collect();
-        let names = providers.iter().map(|p| p.name()).collect();
+        let names: Arc<[&'static str]> = providers.iter().map(|p| p.name()).collect();
+        let callers = Arc::new(callers::Callers::new(&config.clients, &names));
+        // A keyed request holds its key this long at most: longer than its calls and waits can take.
+        let longest_wait = config
+            .providers
+            .values()
+            .map(|p| p.rate_limit.max_wait_ms)
+            .max()
+            .unwrap_or(0);
+        let flight_ttl = Duration::from_millis(
+            4 * (config.server.connect_timeout_ms + config.server.upstream_timeout_ms)
+                + longest_wait,
+        )
+        .max(Duration::from_secs(30));
+        let idempotency = Arc::new(idempotency::Records::new(
+            &state,
+            Duration::from_secs(config.idempotency.ttl_s),
+            config.idempotency.max_entries,
+            flight_ttl,
+        ));
         Gateway {
             inner: Arc::new(Shared {
                 providers: providers.into(),
@@ -155,6 +180,8 @@ impl Gateway {
                 shutdown_grace: Duration::from_millis(config.server.shutdown_grace_ms),
                 rate_limit_redis: stores.redis.clone(),
                 state,
+                callers,
+                idempotency,
                 client: ClientSettings {
                     connect_timeout: Duration::from_millis(config.server.connect_timeout_ms),
                     call_timeout: Duration::from_millis(config.server.upstream_timeout_ms),

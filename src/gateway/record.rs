@@ -1,7 +1,8 @@
 //! Records every answered request: in the metrics (provider from the path, `none` when it names no known
-//! one; method, status, latency) and, when `patchbay::access` logs at info, as one access line with the
+//! one; the client, `none` when none was recognised; method, status, latency) and, when `patchbay::access` logs at info, as one access line with the
 //! request id and the upstream calls it made. Outside the panic catcher, so a panic's 500 counts too.
 
+use super::callers::Identity;
 use http::{Method, Request, Response};
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -97,6 +98,7 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let provider = provider_of(&self.names, request.uri().path());
+        let client = Identity::label(request.extensions().get::<Identity>());
         let method = method_label(request.method());
         // Only when someone reads the line: a formatted line per request is not free.
         let access = super::access::enabled().then(|| {
@@ -109,6 +111,7 @@ where
         });
         Recorded {
             provider,
+            client,
             method,
             started: Instant::now(),
             access,
@@ -120,6 +123,7 @@ where
 pin_project! {
     pub(crate) struct Recorded<F> {
         provider: &'static str,
+        client: &'static str,
         method: &'static str,
         started: Instant,
         access: Option<Box<Access>>,
@@ -140,7 +144,7 @@ where
         if let Ok(response) = &answered {
             let status = response.status().as_u16();
             let took = this.started.elapsed();
-            crate::metrics::http_request(this.provider, this.method, status, took);
+            crate::metrics::http_request(this.provider, this.client, this.method, status, took);
             if let Some(access) = this.access.take() {
                 let route = match *this.provider {
                     "none" => "unknown",
@@ -151,6 +155,7 @@ where
                     method: this.method,
                     route,
                     provider: this.provider,
+                    client: this.client,
                     status,
                     latency_us: took.as_micros() as u64,
                     request_id: request_id.unwrap_or(""),

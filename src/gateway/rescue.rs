@@ -4,9 +4,12 @@
 //! picks a status for a failure.
 
 use super::body::BodyError;
+use super::callers::CallerError;
+use super::client_quota::ClientLimited;
 use super::content::UnsupportedMediaType;
 use super::customer::{CallFailed, MergeRefused, NotARecord, ProviderAnswered};
 use super::detach::WriteTaskFailed;
+use super::idempotency::KeyError;
 use super::rate_limit::{RateLimitError, WithQuota};
 use super::route::RouteError;
 use super::validate::{BadIdempotencyKey, Invalid};
@@ -17,7 +20,7 @@ use crate::upstream::{CallError, CredentialsRefused};
 use bytes::Bytes;
 use futures_util::future::{Either, Map};
 use futures_util::FutureExt;
-use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use std::convert::Infallible;
@@ -124,6 +127,19 @@ pub(crate) fn rescue(error: BoxError) -> Response<Full<Bytes>> {
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static("GET"));
     }
+    if let Some(refused) = cause::<CallerError>(error) {
+        let challenge = match refused {
+            CallerError::Missing => Some(r#"Bearer realm="patchbay""#),
+            CallerError::Malformed => Some(r#"Bearer realm="patchbay", error="invalid_request""#),
+            CallerError::Unknown => Some(r#"Bearer realm="patchbay", error="invalid_token""#),
+            CallerError::Forbidden { .. } => None,
+        };
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+    }
     if problem.kind == ProblemKind::RateLimited {
         if let Some(quota) = cause::<WithQuota>(error) {
             response.headers_mut().extend(quota.headers.clone());
@@ -168,6 +184,14 @@ fn problem(error: &(dyn Error + 'static)) -> Problem {
         };
         return Problem::new(kind, route.to_string());
     }
+    // Check 4.
+    if let Some(refused) = cause::<CallerError>(error) {
+        let kind = match refused {
+            CallerError::Forbidden { .. } => ProblemKind::Forbidden,
+            _ => ProblemKind::Unauthorized,
+        };
+        return Problem::new(kind, refused.to_string());
+    }
     // Checks 5–9.
     if let Some(media) = cause::<UnsupportedMediaType>(error) {
         return Problem::new(ProblemKind::UnsupportedMediaType, media.to_string());
@@ -186,7 +210,21 @@ fn problem(error: &(dyn Error + 'static)) -> Problem {
     if let Some(invalid) = cause::<Invalid>(error) {
         return Problem::invalid(invalid.errors.clone());
     }
+    // Idempotency-Key records.
+    if let Some(key) = cause::<KeyError>(error) {
+        let kind = match key {
+            KeyError::Reused => ProblemKind::Unprocessable,
+            KeyError::InFlight => ProblemKind::Conflict,
+            KeyError::Task(_) => ProblemKind::Internal,
+        };
+        return Problem::new(kind, key.to_string());
+    }
     // Check 10, before the upstream failures: a call the budget refused was never sent.
+    if let Some(limited) = cause::<ClientLimited>(error) {
+        let mut problem = Problem::new(ProblemKind::RateLimited, limited.to_string());
+        problem.retry_after = Some(limited.retry_after);
+        return problem;
+    }
     if let Some(limited) = cause::<RateLimitError>(error) {
         return match limited {
             RateLimitError::Refused {
@@ -236,6 +274,15 @@ fn problem(error: &(dyn Error + 'static)) -> Problem {
             return Problem::new(ProblemKind::BadGateway, format!("{provider}: {call}"))
                 .from_provider(provider, None);
         }
+    }
+    // The state store's Idempotency-Key records could not be read or claimed: nothing was sent.
+    if let Some(state) = cause::<StateError>(error) {
+        let kind = match state {
+            StateError::Unavailable { .. } => ProblemKind::ServiceUnavailable,
+            StateError::Corrupt { .. } => ProblemKind::Internal,
+        };
+        tracing::error!(error = %state, "state store failed (idempotency records)");
+        return Problem::new(kind, format!("Idempotency-Key records: {state}"));
     }
     if cause::<WriteTaskFailed>(error).is_some() {
         return Problem::new(ProblemKind::Internal, "the write failed inside patchbay");

@@ -3,11 +3,13 @@
 //! Nothing reaches a provider before the last service.
 
 use super::body::JsonBodyLayer;
+use super::callers::{Authorize, IdentifyLayer};
 use super::content::ContentType;
 use super::customer::{Answer, CustomerCall, CustomerService};
 use super::customer_lock::CustomerLockLayer;
 use super::detach::DetachLayer;
 use super::document::DocumentLayer;
+use super::idempotency::{IdempotencyLayer, Reply};
 use super::rate_limit::RateLimitLayer;
 use super::record::RecordLayer;
 use super::rescue::{self, RescueLayer};
@@ -97,7 +99,9 @@ where
         }))
         // The request id on every answer, panics and problems included: outside both.
         .layer(PropagateRequestIdLayer::x_request_id())
-        // Metrics: every answer's provider, method, status and latency, a panic's 500 included.
+        // Who is calling, read from the bearer token for the metrics and logs; enforced at check 4.
+        .layer(IdentifyLayer::new(shared.callers.clone()))
+        // Metrics: every answer's provider, client, method, status and latency, a panic's 500 included.
         .layer(RecordLayer::new(shared.names.clone()))
         // A panic below answers 500 problem+json; the connection and the process keep serving.
         .layer(CatchPanicLayer::custom(rescue::panicked))
@@ -105,24 +109,29 @@ where
         .layer(RescueLayer)
         // `GET /openapi.json`: the canonical API's OpenAPI document.
         .layer(DocumentLayer)
-        // The canonical customer as JSON, with the lenient and rate-limit headers layers added.
-        .map_response(Answer::into_response)
+        // The canonical customer as JSON, with the lenient and rate-limit headers layers added, or an
+        // answer the idempotency layer rendered.
+        .map_response(Reply::into_response)
         // Checks 1–3: one Host (400), a customer path of a known (404), configured (503) provider,
         // GET or PATCH (405), an id the provider could have (400).
         .filter(Route::new(shared.providers.clone()))
-        // Check 4, caller authentication, is not in this version: listen on loopback only.
+        // Check 4: with `[[clients]]`, a known client's bearer token (401) allowed this provider (403).
+        .filter(Authorize)
         // Check 5: a PATCH body in a JSON media type (415).
         .filter(ContentType)
         // Checks 6–7: at most `server.body_limit_bytes` (413), in time (408), one JSON object (400).
         .layer(JsonBodyLayer::new(shared.body_limit, shared.body_timeout))
         // Checks 8–9: a valid canonical patch, of what this provider can store (422; lenient skips).
         .filter(Validate::new(shared.names.clone()))
+        // A PATCH with an `Idempotency-Key`: its stored answer again, or run once and recorded.
+        .layer(IdempotencyLayer::new(shared.idempotency.clone()))
         // A serialised write runs to its end, lock held, even if its caller hangs up.
         .layer(DetachLayer)
         // One read-merge-write of a customer at a time, so no update is lost.
         .layer(CustomerLockLayer)
-        // Check 10: the calls it plans reserved in the credential's quota (429); none before.
-        .layer(RateLimitLayer)
+        // Check 10: a cell of the client's own quota, then the calls it plans reserved in the
+        // credential's quota (429); none before.
+        .layer(RateLimitLayer::new(shared.callers.quotas.clone()))
         // Check 11: read, merge, write, and the provider's answer translated back.
         .service(customers)
 }
@@ -167,6 +176,7 @@ fn request_span<B>(request: &Request<B>) -> Span {
         route,
         request_id,
         provider = tracing::field::Empty,
+        client = tracing::field::Empty,
         status = tracing::field::Empty,
         latency_us = tracing::field::Empty,
     )

@@ -3,7 +3,9 @@
 //! instead. What passes goes on as a [`CustomerCall`]: `{}`, or nothing left once skipped, is a read.
 
 use super::body::JsonBody;
+use super::callers::Identity;
 use super::customer::{CustomerCall, Op};
+use super::idempotency::Keyed;
 use super::record::CallCount;
 use super::request::prefers_lenient;
 use super::route::Routed;
@@ -68,6 +70,10 @@ impl Validate {
         } = request;
         let idempotency_key = idempotency_key(&head.headers)?;
         let calls = head.extensions.get::<CallCount>().cloned();
+        let caller = match head.extensions.get::<Identity>() {
+            Some(Identity::Known(caller)) => Some(caller.clone()),
+            _ => None,
+        };
         let Some(object) = body else {
             return Ok(CustomerCall {
                 provider,
@@ -77,8 +83,19 @@ impl Validate {
                 lenient: None,
                 budget: None,
                 calls,
+                caller,
+                keyed: None,
             });
         };
+        let lenient = prefers_lenient(&head.headers);
+        // A PATCH's key names a record of this client; the fingerprint is of the request as read.
+        let keyed = idempotency_key.as_ref().map(|key| {
+            let client = caller.as_ref().map_or("", |caller| caller.name);
+            let body = serde_json::to_vec(&object).expect("JSON objects serialise");
+            let handling: &[u8] = if lenient { b"lenient" } else { b"strict" };
+            let target = head.uri.path().as_bytes();
+            Keyed::new(client, key.as_bytes(), &[b"PATCH", target, handling, &body])
+        });
         let name = provider.name();
         let reserved = match object.get("provider_fields").and_then(|p| p.get(name)) {
             Some(Value::Object(fields)) => provider.dialect.check_provider_fields(fields),
@@ -92,7 +109,6 @@ impl Validate {
                 return Err(Invalid { errors }.into());
             }
         };
-        let lenient = prefers_lenient(&head.headers);
         let (patch, skipped) = patch
             .restrict(provider.dialect.capabilities(), name, lenient)
             .map_err(|errors| Invalid { errors })?;
@@ -108,6 +124,8 @@ impl Validate {
             lenient: lenient.then_some(skipped),
             budget: None,
             calls,
+            caller,
+            keyed,
         })
     }
 }

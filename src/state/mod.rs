@@ -151,6 +151,23 @@ impl Store {
         put.map_err(|detail| self.unavailable(detail))
     }
 
+    /// Keeps `value` for `ttl`, acknowledged before it returns. Only Redis lets it expire: callers use
+    /// this on a shared store ([`is_shared`](Store::is_shared)); the others keep it like [`put`](Store::put).
+    pub async fn put_expiring(
+        &self,
+        key: &str,
+        value: String,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis
+                .put_expiring(key, &value, ttl)
+                .await
+                .map_err(|detail| self.unavailable(detail)),
+            _ => self.put(key, value).await,
+        }
+    }
+
     /// Takes the lock `key` for at most `ttl`; `None`: another process holds it. Granted at once by
     /// a store no other process shares.
     pub async fn lock(&self, key: &str, ttl: Duration) -> Result<Option<Lock>, StateError> {

@@ -1,7 +1,7 @@
 //! Redis: one lazily opened connection shared by every call (the rate-limit store uses the same
 //! [`Link`]), `redis://` or `rediss://` (rustls; the system's roots or a private CA), and the state
-//! store's three operations on it: a value read, a value written (acknowledged before it returns), and a
-//! lock with an expiry, so that a replica that dies holding it frees it.
+//! store's operations on it: a value read, a value written (acknowledged before it returns, optionally
+//! expiring), and a lock with an expiry, so that a replica that dies holding it frees it.
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisError, Script};
@@ -103,12 +103,22 @@ impl RedisState {
 
     /// Returns once Redis acknowledged the write.
     pub async fn put(&self, key: &str, value: &str) -> Result<(), String> {
+        self.set(key, value, None).await
+    }
+
+    /// Like [`put`](RedisState::put), the value expiring after `ttl`.
+    pub async fn put_expiring(&self, key: &str, value: &str, ttl: Duration) -> Result<(), String> {
+        self.set(key, value, Some(ttl)).await
+    }
+
+    async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), String> {
         let mut connection = self.link.connection().await?;
-        let reply: Result<(), _> = redis::cmd("SET")
-            .arg(full_key(key))
-            .arg(value)
-            .query_async(&mut connection)
-            .await;
+        let mut set = redis::cmd("SET");
+        set.arg(full_key(key)).arg(value);
+        if let Some(ttl) = ttl {
+            set.arg("PX").arg(ttl.as_millis().max(1) as u64);
+        }
+        let reply: Result<(), _> = set.query_async(&mut connection).await;
         match reply {
             Ok(()) => Ok(()),
             Err(error) => Err(self.link.failed(error).await),

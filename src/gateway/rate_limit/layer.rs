@@ -1,12 +1,15 @@
-//! Check 10 as a layer: before a request's first upstream call, the calls it plans (one more when a
+//! Check 10 as a layer: first the client's own quota (one cell per request, governor's GCRA, see
+//! `client_quota`), then, before a request's first upstream call, the calls it plans (one more when a
 //! token must be fetched first) are reserved in its credential's quota, or it is refused and nothing is
 //! consumed. Every call then spends from that reservation; afterwards it is settled. A provider's own
 //! 429 pauses the credential. Answers and refusals carry `RateLimit-Policy` and `RateLimit`.
 
+use crate::gateway::client_quota::{ClientQuotas, Taken};
 use crate::gateway::customer::{Answer, CustomerCall, ProviderAnswered};
 use crate::gateway::rescue::cause;
 use crate::gateway::{BoxError, BoxFuture};
 use http::{HeaderMap, StatusCode};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::{Layer, Service, ServiceExt};
 
@@ -20,19 +23,31 @@ pub(crate) struct WithQuota {
     pub source: BoxError,
 }
 
-#[derive(Clone, Copy, Default)]
-pub(crate) struct RateLimitLayer;
+#[derive(Clone)]
+pub(crate) struct RateLimitLayer {
+    clients: Arc<ClientQuotas>,
+}
+
+impl RateLimitLayer {
+    pub fn new(clients: Arc<ClientQuotas>) -> RateLimitLayer {
+        RateLimitLayer { clients }
+    }
+}
 
 impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit { inner }
+        RateLimit {
+            clients: self.clients.clone(),
+            inner,
+        }
     }
 }
 
 #[derive(Clone)]
 pub(crate) struct RateLimit<S> {
+    clients: Arc<ClientQuotas>,
     inner: S,
 }
 
@@ -51,8 +66,19 @@ where
 
     fn call(&mut self, mut call: CustomerCall) -> Self::Future {
         let inner = self.inner.clone();
+        let clients = self.clients.clone();
         Box::pin(async move {
             let provider = call.provider.clone();
+            // The client's own quota first: its refusal consumes nothing from the provider's.
+            let taken = match &call.caller {
+                Some(caller) => clients
+                    .take(caller.name, &caller.quotas, provider.name())
+                    .map_err(|limited| WithQuota {
+                        headers: limited.headers(),
+                        source: limited.into(),
+                    })?,
+                None => Taken::default(),
+            };
             let (Some(limiter), Some(upstream)) = (&provider.limiter, &provider.upstream) else {
                 return inner.oneshot(call).await;
             };
@@ -60,6 +86,8 @@ where
             let admission = match limiter.admit(calls).await {
                 Ok(admission) => admission,
                 Err(refusal) => {
+                    // Refused here, the request consumes nothing from the client's quota either.
+                    clients.give_back(taken);
                     let mut headers = HeaderMap::new();
                     if let Some(decision) = &refusal.decision {
                         limiter.headers(&mut headers, decision);

@@ -1,0 +1,289 @@
+//! Check 4, the caller: with `[[clients]]` configured, every request names a client by its bearer
+//! token (compared by SHA-256, in constant time), and that client may use the provider it names (401
+//! with `WWW-Authenticate: Bearer`, 403). The token is read once, outermost, so that the metrics and the
+//! access line can name the client of every answer; it is enforced here, at check 4, after the route.
+//! With no clients configured nobody is asked (the listener is then loopback-only unless
+//! `server.allow_unauthenticated`).
+
+use super::client_quota::{CallerQuotas, ClientQuotas};
+use super::route::Routed;
+use super::BoxError;
+use crate::config::ClientConfig;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Request};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use subtle::ConstantTimeEq;
+use tower::filter::Predicate;
+use tower::{Layer, Service};
+
+/// One configured client.
+pub(crate) struct Caller {
+    /// Validated by config (`[A-Za-z0-9_.-]{1,64}`), so it goes into labels and log lines as it is.
+    pub name: &'static str,
+    token_sha256: [u8; 32],
+    /// The providers it may use; `None`: all.
+    providers: Option<Vec<String>>,
+    /// Its own quotas, checked at check 10.
+    pub quotas: CallerQuotas,
+}
+
+impl Caller {
+    fn may_use(&self, provider: &str) -> bool {
+        self.providers
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|p| p == provider))
+    }
+}
+
+/// Who a request says it is, read from `Authorization` before any check.
+#[derive(Clone)]
+pub(crate) enum Identity {
+    /// No `Authorization` header.
+    Missing,
+    /// Not one `Bearer <token>`.
+    Malformed,
+    /// A token no client has.
+    Unknown,
+    Known(Arc<Caller>),
+}
+
+impl Identity {
+    /// The client's name for metrics and logs: `none` unless a client was recognised.
+    pub fn label(identity: Option<&Identity>) -> &'static str {
+        match identity {
+            Some(Identity::Known(caller)) => caller.name,
+            _ => "none",
+        }
+    }
+}
+
+/// The configured clients; none: patchbay is open.
+#[derive(Default)]
+pub(crate) struct Callers {
+    clients: Vec<Arc<Caller>>,
+    pub quotas: Arc<ClientQuotas>,
+}
+
+impl Callers {
+    /// The clients of the configuration (validated: every token hash is 64 hex digits).
+    pub fn new(configured: &[ClientConfig], providers: &[&'static str]) -> Callers {
+        let mut quotas = ClientQuotas::default();
+        let clients = configured
+            .iter()
+            .enumerate()
+            .map(|(index, client)| {
+                let hash = client.token_sha256.as_ref().map(|h| h.expose());
+                let mut token_sha256 = [0; 32];
+                // An invalid hash (only tests build one) matches no token.
+                let _ = hex::decode_to_slice(hash.unwrap_or(""), &mut token_sha256);
+                Arc::new(Caller {
+                    name: Box::leak(client.name.clone().into_boxed_str()),
+                    token_sha256,
+                    providers: client.providers.clone(),
+                    quotas: quotas.add(index, client, providers),
+                })
+            })
+            .collect();
+        Callers {
+            clients,
+            quotas: Arc::new(quotas),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// The client `headers` name. Every client's hash is compared, in constant time, whichever matches.
+    pub fn identify(&self, headers: &HeaderMap) -> Identity {
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return match headers.contains_key(AUTHORIZATION) {
+                true => Identity::Malformed,
+                false => Identity::Missing,
+            };
+        };
+        let Some(token) = bearer_token(value.as_bytes()) else {
+            return Identity::Malformed;
+        };
+        let presented: [u8; 32] = Sha256::digest(token).into();
+        let mut found = None;
+        for client in &self.clients {
+            let same: bool = client.token_sha256.ct_eq(&presented).into();
+            if same && found.is_none() {
+                found = Some(client.clone());
+            }
+        }
+        found.map_or(Identity::Unknown, Identity::Known)
+    }
+}
+
+/// The token of `Bearer <token>` (RFC 6750 §2.1: the scheme in any case, then one or more spaces).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    let b64token = |b: &u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(b);
+    (!token.is_empty() && token.iter().all(b64token)).then_some(token)
+}
+
+/// Reads the caller's identity into the request's extensions (nothing when patchbay is open).
+#[derive(Clone)]
+pub(crate) struct IdentifyLayer {
+    callers: Arc<Callers>,
+}
+
+impl IdentifyLayer {
+    pub fn new(callers: Arc<Callers>) -> IdentifyLayer {
+        IdentifyLayer { callers }
+    }
+}
+
+impl<S> Layer<S> for IdentifyLayer {
+    type Service = Identify<S>;
+
+    fn layer(&self, inner: S) -> Identify<S> {
+        Identify {
+            callers: self.callers.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Identify<S> {
+    callers: Arc<Callers>,
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for Identify<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> S::Future {
+        if !self.callers.is_open() {
+            let identity = self.callers.identify(request.headers());
+            tracing::Span::current().record("client", Identity::label(Some(&identity)));
+            request.extensions_mut().insert(identity);
+        }
+        self.inner.call(request)
+    }
+}
+
+/// Why check 4 refused a request.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallerError {
+    #[error("authentication required: send `Authorization: Bearer <token>` with a client's token")]
+    Missing,
+    #[error("the Authorization header is not one `Bearer <token>`")]
+    Malformed,
+    #[error("the bearer token is not one of a configured client")]
+    Unknown,
+    #[error("client {client} may not use {provider}; it may use: {allowed}")]
+    Forbidden {
+        client: &'static str,
+        provider: &'static str,
+        allowed: String,
+    },
+}
+
+/// Check 4 (a `tower::filter` predicate).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Authorize;
+
+impl<B> Predicate<Routed<B>> for Authorize {
+    type Request = Routed<B>;
+
+    fn check(&mut self, request: Routed<B>) -> Result<Routed<B>, BoxError> {
+        let provider = request.provider.name();
+        match request.head.extensions.get::<Identity>() {
+            None => Ok(request),
+            Some(Identity::Known(caller)) if caller.may_use(provider) => Ok(request),
+            Some(Identity::Known(caller)) => Err(CallerError::Forbidden {
+                client: caller.name,
+                provider,
+                allowed: caller.providers.as_deref().unwrap_or_default().join(", "),
+            }
+            .into()),
+            Some(Identity::Missing) => Err(CallerError::Missing.into()),
+            Some(Identity::Malformed) => Err(CallerError::Malformed.into()),
+            Some(Identity::Unknown) => Err(CallerError::Unknown.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use http::HeaderValue;
+
+    fn client(name: &str, token: &str, providers: Option<Vec<&str>>) -> ClientConfig {
+        ClientConfig {
+            name: name.into(),
+            token_sha256: Some(Secret::new(hex::encode(Sha256::digest(token)))),
+            token_sha256_file: None,
+            providers: providers.map(|list| list.into_iter().map(String::from).collect()),
+            rate_limit: None,
+            provider_rate_limit: Default::default(),
+        }
+    }
+
+    fn identify(callers: &Callers, authorization: &[&str]) -> Identity {
+        let mut headers = HeaderMap::new();
+        for value in authorization {
+            headers.append(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        }
+        callers.identify(&headers)
+    }
+
+    #[test]
+    fn a_token_names_its_client_by_hash() {
+        let callers = Callers::new(
+            &[
+                client("billing", "tok-billing", None),
+                client("crm", "tok-crm", Some(vec!["juice"])),
+            ],
+            &["juice", "count"],
+        );
+        let name = |identity: Identity| Identity::label(Some(&identity));
+        assert_eq!(name(identify(&callers, &["Bearer tok-crm"])), "crm");
+        assert_eq!(
+            name(identify(&callers, &["bearer   tok-billing"])),
+            "billing"
+        );
+        assert!(matches!(identify(&callers, &[]), Identity::Missing));
+        assert!(matches!(
+            identify(&callers, &["Bearer tok-nobody"]),
+            Identity::Unknown
+        ));
+        for malformed in [
+            &["Basic dG9rOng="][..],
+            &["Bearer"],
+            &["Bearertok-crm"],
+            &["Bearer tok crm"],
+            &["Bearer tok-crm", "Bearer tok-crm"],
+        ] {
+            assert!(
+                matches!(identify(&callers, malformed), Identity::Malformed),
+                "{malformed:?}"
+            );
+        }
+        let Identity::Known(crm) = identify(&callers, &["Bearer tok-crm"]) else {
+            panic!("crm is known");
+        };
+        assert!(crm.may_use("juice") && !crm.may_use("count"));
+    }
+}
