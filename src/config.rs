@@ -786,10 +786,35 @@ fn leaf_errors(raw: &Value, known: &Value, prefix: &str, problems: &mut Vec<Stri
             continue;
         }
         let alone = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Serialized::default(&path, value));
+            .merge(Serialized::default(&path, figment_value(value)));
         if let Err(errors) = alone.extract::<Config>() {
             problems.extend(errors.into_iter().map(|e| e.to_string()));
         }
+    }
+}
+
+/// `value` as figment's own value. Serialised directly, a number of serde_json's `arbitrary_precision`
+/// is a map with one private member, and every numeric setting would be reported as a wrong type.
+fn figment_value(value: &Value) -> figment::value::Value {
+    use figment::value::{Empty, Tag, Value as Figment};
+    match value {
+        Value::Null => Figment::from(Empty::None),
+        Value::Bool(b) => Figment::from(*b),
+        Value::Number(n) => n
+            .as_u64()
+            .map(Figment::from)
+            .or_else(|| n.as_i64().map(Figment::from))
+            .or_else(|| n.as_f64().map(Figment::from))
+            .unwrap_or_else(|| Figment::from(n.to_string())),
+        Value::String(text) => Figment::from(text.as_str()),
+        Value::Array(items) => Figment::from(items.iter().map(figment_value).collect::<Vec<_>>()),
+        Value::Object(members) => Figment::Dict(
+            Tag::Default,
+            members
+                .iter()
+                .map(|(key, member)| (key.clone(), figment_value(member)))
+                .collect(),
+        ),
     }
 }
 
@@ -962,6 +987,8 @@ mod tests {
             assert!(all.contains(expected), "{expected} missing from:\n{all}");
         }
         assert!(err.0.len() >= 3, "{all}");
+        // Only the bad ones: a number that was fine is not a wrong type.
+        assert!(!all.contains("upstream_timeout_ms"), "{all}");
         let workers = load("[server]\nworkers = 5000").unwrap_err().0.join("\n");
         assert!(workers.contains("server.workers: at most 256"), "{workers}");
     }
@@ -1009,6 +1036,44 @@ mod tests {
             "{all}"
         );
         assert!(!all.contains("hunter2"), "{all}");
+    }
+
+    #[test]
+    fn clients_are_checked_and_an_open_listener_stays_on_loopback() {
+        let problems = |toml: &str| load(toml).err().map(|e| e.0).unwrap_or_default();
+        let open = problems("server.listen = \"0.0.0.0:8080\"");
+        assert_eq!(open.len(), 1, "{open:?}");
+        assert!(
+            open[0].contains("server.allow_unauthenticated = true"),
+            "{open:?}"
+        );
+        assert!(problems("server.listen = \"[::1]:8080\"").is_empty());
+        assert!(
+            problems("server.listen = \"0.0.0.0:8080\"\nserver.allow_unauthenticated = true")
+                .is_empty()
+        );
+        let hash = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
+        let ok = load(&format!(
+            "server.listen = \"0.0.0.0:8080\"\n[[clients]]\nname = \"billing\"\ntoken_sha256 = \"{hash}\"\nproviders = [\"juice\"]\nprovider_rate_limit.juice = {{ per_minute = 5 }}"
+        ))
+        .unwrap();
+        assert_eq!(ok.clients[0].provider_rate_limit["juice"].burst(), 5);
+        assert!(
+            !format!("{ok:?}").contains(hash),
+            "a token hash is not printed"
+        );
+        let bad = problems(&format!(
+            "[[clients]]\nname = \"a\"\ntoken_sha256 = \"{hash}\"\nproviders = []\n[[clients]]\nname = \"b\"\ntoken_sha256 = \"{}\"\nrate_limit = {{ per_minute = 0 }}",
+            hash.to_lowercase()
+        ));
+        assert_eq!(
+            bad,
+            [
+                "clients[0].providers: empty, so the client could call nothing; remove it to allow every provider",
+                "clients[1].token_sha256: another client has the same token; give each its own",
+                "clients[1].rate_limit: per_minute and burst must be more than 0",
+            ]
+        );
     }
 
     #[test]
