@@ -24,8 +24,11 @@ RUN apt-get update \
 COPY --from=build /src/target/release/patchbay /usr/local/bin/patchbay
 USER 10001
 WORKDIR /var/lib/patchbay
+# The image's default is the sandbox demo, served open on purpose (patchbay refuses a non-loopback
+# listener without [[clients]] otherwise); with [[clients]] configured this setting changes nothing.
 ENV PATCHBAY_SERVER__LISTEN=0.0.0.0:8080 \
-    PATCHBAY_SERVER__ADMIN_LISTEN=0.0.0.0:9901
+    PATCHBAY_SERVER__ADMIN_LISTEN=0.0.0.0:9901 \
+    PATCHBAY_SERVER__ALLOW_UNAUTHENTICATED=true
 EXPOSE 8080 9901
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/patchbay", "healthcheck"]
