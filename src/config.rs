@@ -324,6 +324,9 @@ impl Default for Config {
     }
 }
 
+/// A client's burst, at most (governor's tolerance, burst × interval in nanoseconds, must fit a u64).
+const MAX_BURST: u32 = 1_000_000;
+
 /// Each serving runtime is a thread with its own listener and connection pools: thousands would only
 /// exhaust threads and file descriptors.
 const MAX_WORKERS: usize = 256;
@@ -686,6 +689,9 @@ impl Config {
             for (key, rate) in rates {
                 if rate.per_minute == 0 || rate.burst() == 0 {
                     problems.push(format!("{key}: per_minute and burst must be more than 0"));
+                }
+                if rate.burst() > MAX_BURST {
+                    problems.push(format!("{key}: burst is at most {MAX_BURST}"));
                 }
             }
         }

@@ -427,6 +427,29 @@ async fn an_answer_a_retry_could_change_is_not_kept() {
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_record_cache_keeps_the_newest() {
+    let mut config = two_clients();
+    config.idempotency.max_entries = 16;
+    let h = Harness::with_config(config).await;
+    h.lift_limits().await;
+    let (customer, body) = change("juice", "Cached");
+    let keys: Vec<String> = (0..200).map(|i| format!("cache-{i}")).collect();
+    for key in &keys {
+        assert_eq!(keyed(&h, BILLING, key, &customer, &body).await.status, 200);
+    }
+    // moka applies its eviction policy in housekeeping, at most every few hundred milliseconds.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    keyed(&h, BILLING, "cache-housekeeping", &customer, &body).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    h.clear_log().await;
+    for key in &keys[197..] {
+        let again = keyed(&h, BILLING, key, &customer, &body).await;
+        assert_eq!(again.header("idempotent-replayed"), Some("true"), "{key}");
+    }
+    assert!(writes(&h.log("juice").await).is_empty());
+}
+
 /// A gateway process with `extra` settings over the harness's Juice, its clients from `toml`.
 fn replica(h: &Harness, toml: &std::path::Path, extra: &[(&str, &str)]) -> GatewayProcess {
     let mut env: Env = vec![
@@ -517,6 +540,46 @@ async fn two_replicas_replay_each_others_records_through_redis() {
     assert_eq!(writes(&h.log("juice").await).len(), 2);
     h.clear_fault("juice").await;
     let later = keyed_at(&there, "raced-1", &body).await;
+    assert_eq!(later.header("idempotent-replayed"), Some("true"));
+    let _ = std::fs::remove_file(toml);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_in_flight_longer_than_its_lock_stays_held() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut config = two_clients();
+    config.state.backend = StateBackend::Redis;
+    config.state.redis_url = Some(Secret::new(url.clone()));
+    // A keyed PATCH waits ~7 s in Juice's queue: longer than its key's 5 s lock, which it must renew.
+    let juice = config.providers.get_mut("juice").unwrap();
+    juice.rate_limit.windows = windows(&[(1, 7)]);
+    juice.rate_limit.mode = patchbay::config::LimitMode::Wait;
+    juice.rate_limit.max_wait_ms = 9_000;
+    let h = Harness::with_config(config).await;
+    h.lift_limits().await;
+    let toml = clients_toml("renew");
+    let other = replica(
+        &h,
+        &toml,
+        &[
+            ("PATCHBAY_STATE__BACKEND", "redis"),
+            ("PATCHBAY_STATE__REDIS_URL", &url),
+        ],
+    );
+    let there = other.addr();
+    let here = h.app.addr().to_string();
+    h.clear_log().await;
+    assert_eq!(gets(&h, BILLING, 1).await, [200], "Juice's one call in 7 s");
+    let body = json!({"first_name": "Patient"});
+    let (first, duplicate) = tokio::join!(keyed_at(&here, "slow-1", &body), async {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        keyed_at(&there, "slow-1", &body).await
+    });
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_problem(&duplicate, 409);
+    assert_eq!(writes(&h.log("juice").await).len(), 1, "one write");
+    let later = keyed_at(&there, "slow-1", &body).await;
     assert_eq!(later.header("idempotent-replayed"), Some("true"));
     let _ = std::fs::remove_file(toml);
 }

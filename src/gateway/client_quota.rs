@@ -9,7 +9,7 @@
 //! then refuses consumes nothing from the client's either.
 
 use crate::config::{ClientConfig, ClientRate};
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::StateStore;
@@ -25,6 +25,11 @@ type Key = (usize, Option<&'static str>);
 #[derive(Clone, Default)]
 pub(crate) struct Cells(Arc<Mutex<HashMap<Key, Nanos>>>);
 
+thread_local! {
+    /// The arrival time the last admitted cell on this thread left behind, read right after the check.
+    static ADMITTED_UNTIL: std::cell::Cell<Nanos> = const { std::cell::Cell::new(Nanos::new(0)) };
+}
+
 impl StateStore for Cells {
     type Key = Key;
 
@@ -35,16 +40,21 @@ impl StateStore for Cells {
         let mut cells = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let (outcome, next) = f(cells.get(key).copied())?;
         cells.insert(*key, next);
+        ADMITTED_UNTIL.set(next);
         Ok(outcome)
     }
 }
 
 impl Cells {
-    /// Undoes one admitted cell: GCRA adds one emission interval to the key's arrival time per cell.
-    fn give_back(&self, key: &Key, interval: Nanos) {
+    /// Undoes one admitted cell, the one whose admission moved the key's arrival time to `until`.
+    /// GCRA adds one emission interval per cell, and time pays the oldest cells off first: of this one,
+    /// only what is still unpaid at `now` comes back — nothing once the burst has refilled past it, or
+    /// later requests would get cells on top of a full burst.
+    fn give_back(&self, key: &Key, interval: Nanos, until: Nanos, now: Nanos) {
+        let unpaid = until.saturating_sub(now).min(interval);
         let mut cells = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(arrival) = cells.get_mut(key) {
-            *arrival = arrival.saturating_sub(interval);
+            *arrival = arrival.saturating_sub(unpaid);
         }
     }
 }
@@ -56,6 +66,9 @@ struct Limiter<C: Clock> {
     gcra: Gcra<C>,
     cells: Cells,
     interval: Nanos,
+    /// Taken just before the limiter's own start, which its arrival times count from: "now" measured
+    /// from here is never earlier than governor's, so a cell given back is never more than its due.
+    start: C::Instant,
 }
 
 /// Every client quota of the configuration, one keyed limiter per distinct `{ per_minute, burst }`.
@@ -121,9 +134,10 @@ impl ClientLimited {
     }
 }
 
-/// Cells a request took, given back with [`ClientQuotas::give_back`] when it is refused later.
+/// Cells a request took (limiter, key, the arrival time it left), given back with
+/// [`ClientQuotas::give_back`] when it is refused later.
 #[derive(Debug, Default)]
-pub(crate) struct Taken(Vec<(usize, Key)>);
+pub(crate) struct Taken(Vec<(usize, Key, Nanos)>);
 
 impl<C: Clock + Clone> ClientQuotas<C> {
     pub fn with_clock(clock: C) -> ClientQuotas<C> {
@@ -171,12 +185,14 @@ impl<C: Clock + Clone> ClientQuotas<C> {
                 governor::Quota::per_minute(NonZeroU32::new(rate.per_minute).unwrap_or(one))
                     .allow_burst(NonZeroU32::new(rate.burst()).unwrap_or(one));
             let cells = Cells::default();
+            let start = self.clock.now();
             let gcra: Gcra<C> =
                 governor::RateLimiter::new(quota, cells.clone(), self.clock.clone());
             self.limiters.push(Limiter {
                 gcra,
                 cells,
                 interval: Nanos::from(quota.replenish_interval()),
+                start,
             });
         }
         Policy {
@@ -213,16 +229,48 @@ impl<C: Clock + Clone> ClientQuotas<C> {
                     retry_after: whole_seconds(wait),
                 });
             }
-            taken.0.push((policy.limiter, policy.key));
+            taken
+                .0
+                .push((policy.limiter, policy.key, ADMITTED_UNTIL.get()));
         }
         Ok(taken)
     }
 
     /// Returns the cells of a request refused after it took them.
     pub fn give_back(&self, taken: Taken) {
-        for (limiter, key) in taken.0 {
+        for (limiter, key, until) in taken.0 {
             let limiter = &self.limiters[limiter];
-            limiter.cells.give_back(&key, limiter.interval);
+            let now = self.clock.now().duration_since(limiter.start);
+            limiter.cells.give_back(&key, limiter.interval, until, now);
+        }
+    }
+}
+
+/// A request's cells until it is admitted: given back if it is refused or dropped before then (a
+/// caller that hangs up while the provider's queue holds it has spent nothing).
+pub(crate) struct Held {
+    quotas: Arc<ClientQuotas>,
+    taken: Option<Taken>,
+}
+
+impl Held {
+    pub fn new(quotas: Arc<ClientQuotas>, taken: Taken) -> Held {
+        Held {
+            quotas,
+            taken: Some(taken),
+        }
+    }
+
+    /// The request goes upstream: its cells are spent.
+    pub fn spend(mut self) {
+        self.taken = None;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(taken) = self.taken.take() {
+            self.quotas.give_back(taken);
         }
     }
 }
@@ -318,5 +366,48 @@ mod tests {
         assert!(fresh.take("c", &caller, "juice").is_err());
         fresh.give_back(taken);
         assert!(fresh.take("c", &caller, "juice").is_ok());
+    }
+
+    #[test]
+    fn a_request_dropped_before_admission_gives_its_cell_back() {
+        let mut quotas = ClientQuotas::default();
+        let caller = quotas.add(0, &client(rate(1, 1), None), PROVIDERS);
+        let quotas = Arc::new(quotas);
+        let held = Held::new(quotas.clone(), quotas.take("c", &caller, "juice").unwrap());
+        assert!(quotas.take("c", &caller, "juice").is_err(), "held");
+        drop(held);
+        let held = Held::new(quotas.clone(), quotas.take("c", &caller, "juice").unwrap());
+        held.spend();
+        assert!(quotas.take("c", &caller, "juice").is_err(), "spent");
+    }
+
+    #[test]
+    fn a_cell_given_back_late_never_makes_more_than_the_burst() {
+        let clock = FakeRelativeClock::default();
+        let mut quotas = ClientQuotas::with_clock(clock.clone());
+        let caller = quotas.add(0, &client(rate(6, 2), None), PROVIDERS);
+        // Two requests hold their cells (waiting in a provider's queue, say) while the burst refills.
+        let held: Vec<Taken> = (0..2)
+            .map(|_| quotas.take("c", &caller, "juice").unwrap())
+            .collect();
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(admitted(&quotas, &caller, 2), 2, "the refilled burst");
+        // Both are refused by the provider now: giving back cannot add to a burst already spent.
+        held.into_iter().for_each(|taken| quotas.give_back(taken));
+        assert_eq!(admitted(&quotas, &caller, 5), 0, "the burst is spent");
+        // Given back half-way through its interval, a cell returns what is still unpaid of it.
+        clock.advance(Duration::from_secs(60));
+        let held: Vec<Taken> = (0..2)
+            .map(|_| quotas.take("c", &caller, "juice").unwrap())
+            .collect();
+        clock.advance(Duration::from_secs(15));
+        let mut held = held.into_iter();
+        let (_, second) = (held.next(), held.next().unwrap());
+        quotas.give_back(second);
+        assert_eq!(
+            admitted(&quotas, &caller, 5),
+            2,
+            "the first is paid off, the second back"
+        );
     }
 }

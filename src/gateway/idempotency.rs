@@ -141,14 +141,15 @@ impl Reply {
 
 /// Where records are kept.
 pub(crate) struct Records {
-    /// This process's records (unused with a shared store).
+    /// This process's records; with a shared store, only those Redis refused to keep.
     local: moka::sync::Cache<String, Arc<Stored>>,
     /// Keys in flight in this process.
     flight: Arc<Mutex<HashSet<String>>>,
     /// Redis, when the state store is shared: every replica's records and locks.
     shared: Option<Arc<Store>>,
     ttl: Duration,
-    /// How long a request in flight holds its key in Redis, at most: longer than it can take.
+    /// How long a key in flight is held in Redis without renewal: a replica that dies frees it after
+    /// this; a live one renews it every third of it until the request is answered.
     flight_ttl: Duration,
 }
 
@@ -189,9 +190,12 @@ impl Records {
         flight_ttl: Duration,
     ) -> Records {
         Records {
+            // LRU: moka's default (TinyLFU) admits a new entry into a full cache only if it was asked
+            // for more often than the one it would evict, so new records would be dropped at once.
             local: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
                 .time_to_live(ttl)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .build(),
             flight: Arc::default(),
             shared: store.is_shared().then(|| store.clone()),
@@ -205,8 +209,11 @@ impl Records {
     }
 
     async fn stored(&self, scope: &str) -> Result<Option<Arc<Stored>>, StateError> {
+        if let Some(stored) = self.local.get(scope) {
+            return Ok(Some(stored));
+        }
         let Some(store) = &self.shared else {
-            return Ok(self.local.get(scope));
+            return Ok(None);
         };
         let key = Records::key(scope);
         let Some(text) = store.get(&key).await? else {
@@ -238,11 +245,17 @@ impl Records {
             },
         };
         // The first may have finished between the look and the claim.
-        if let Some(stored) = self.stored(scope).await? {
-            self.release(claim).await;
-            return Ok(Begin::Replay(stored));
+        match self.stored(scope).await {
+            Ok(None) => Ok(Begin::Run(claim)),
+            Ok(Some(stored)) => {
+                self.release(claim).await;
+                Ok(Begin::Replay(stored))
+            }
+            Err(error) => {
+                self.release(claim).await;
+                Err(error)
+            }
         }
-        Ok(Begin::Run(claim))
     }
 
     async fn release(&self, claim: Claim) {
@@ -252,23 +265,43 @@ impl Records {
         }
     }
 
-    /// Keeps `stored`, then frees the key.
-    async fn finish(&self, scope: &str, claim: Claim, stored: Stored) {
-        match &self.shared {
-            None => self.local.insert(scope.to_owned(), Arc::new(stored)),
-            Some(store) => {
-                let text = serde_json::to_string(&stored).expect("records serialise");
-                let kept = store
-                    .put_expiring(&Records::key(scope), text, self.ttl)
-                    .await;
-                if let Err(error) = kept {
-                    // The write is done; only its replay is lost (a retry after the lock expires
-                    // would write again).
-                    tracing::error!(%error, "an idempotency record could not be stored");
+    /// Keeps a shared key in flight while `work` runs: renews its lock every third of its lifetime.
+    async fn hold<T>(&self, claim: &Claim, work: impl std::future::Future<Output = T>) -> T {
+        let (Claim::Shared(lock), Some(store)) = (claim, &self.shared) else {
+            return work.await;
+        };
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                () = tokio::time::sleep(self.flight_ttl / 3) => {
+                    if let Err(error) = store.renew(lock, self.flight_ttl).await {
+                        tracing::warn!(%error, "an Idempotency-Key in flight could not be renewed");
+                    }
                 }
             }
         }
-        self.release(claim).await;
+    }
+
+    /// Keeps `stored`, then frees the key.
+    async fn finish(&self, scope: &str, claim: Claim, stored: Stored) {
+        let Some(store) = &self.shared else {
+            self.local.insert(scope.to_owned(), Arc::new(stored));
+            return drop(claim);
+        };
+        let text = serde_json::to_string(&stored).expect("records serialise");
+        match store
+            .put_expiring(&Records::key(scope), text, self.ttl)
+            .await
+        {
+            Ok(()) => self.release(claim).await,
+            Err(error) => {
+                // The write is done. This replica still replays it; the key stays locked until its
+                // lock expires, so other replicas answer 409 meanwhile instead of writing again.
+                tracing::error!(%error, "an idempotency record could not be stored in the state store");
+                self.local.insert(scope.to_owned(), Arc::new(stored));
+            }
+        }
     }
 }
 
@@ -331,7 +364,7 @@ where
                 Begin::Busy => return Err(KeyError::InFlight.into()),
                 Begin::Run(claim) => claim,
             };
-            let response = match inner.oneshot(call).await {
+            let response = match records.hold(&claim, inner.oneshot(call)).await {
                 Ok(answer) => answer.into_response(),
                 Err(error) => rescue::rescue(error),
             };

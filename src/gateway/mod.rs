@@ -151,23 +151,12 @@ impl Gateway {
             .collect();
         let names: Arc<[&'static str]> = providers.iter().map(|p| p.name()).collect();
         let callers = Arc::new(callers::Callers::new(&config.clients, &names));
-        // A keyed request holds its key this long at most: longer than its calls and waits can take.
-        let longest_wait = config
-            .providers
-            .values()
-            .map(|p| p.rate_limit.max_wait_ms)
-            .max()
-            .unwrap_or(0);
-        let flight_ttl = Duration::from_millis(
-            4 * (config.server.connect_timeout_ms + config.server.upstream_timeout_ms)
-                + longest_wait,
-        )
-        .max(Duration::from_secs(30));
         let idempotency = Arc::new(idempotency::Records::new(
             &state,
             Duration::from_secs(config.idempotency.ttl_s),
             config.idempotency.max_entries,
-            flight_ttl,
+            // A key in flight is renewed while its request runs; a dead replica's expires like this.
+            lock_ttl,
         ));
         Gateway {
             inner: Arc::new(Shared {

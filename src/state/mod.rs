@@ -185,6 +185,17 @@ impl Store {
         }
     }
 
+    /// Extends a lock this process still holds to `ttl` from now (no-op for stores no one shares).
+    pub async fn renew(&self, lock: &Lock, ttl: Duration) -> Result<(), StateError> {
+        match &self.backend {
+            Backend::Redis(redis) => redis
+                .renew(&lock.key, &lock.nonce, ttl)
+                .await
+                .map_err(|detail| self.unavailable(detail)),
+            _ => Ok(()),
+        }
+    }
+
     /// Frees a lock this process holds (it expires anyway if this fails).
     pub async fn unlock(&self, lock: Lock) {
         if let Backend::Redis(redis) = &self.backend {

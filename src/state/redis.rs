@@ -71,10 +71,14 @@ impl Link {
 const UNLOCK: &str =
     r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
+/// Extends the lock only if it still holds this holder's nonce.
+const RENEW: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
+
 /// The state store's operations, under `patchbay:state:<key>`.
 pub struct RedisState {
     link: Link,
     unlock: Script,
+    renew: Script,
 }
 
 impl RedisState {
@@ -82,6 +86,23 @@ impl RedisState {
         RedisState {
             link,
             unlock: Script::new(UNLOCK),
+            renew: Script::new(RENEW),
+        }
+    }
+
+    /// Extends the lock `key` to `ttl` from now if `nonce` still holds it.
+    pub async fn renew(&self, key: &str, nonce: &str, ttl: Duration) -> Result<(), String> {
+        let mut connection = self.link.connection().await?;
+        let renewed: Result<i64, _> = self
+            .renew
+            .key(full_key(key))
+            .arg(nonce)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut connection)
+            .await;
+        match renewed {
+            Ok(_) => Ok(()),
+            Err(error) => Err(self.link.failed(error).await),
         }
     }
 

@@ -4,7 +4,7 @@
 //! consumed. Every call then spends from that reservation; afterwards it is settled. A provider's own
 //! 429 pauses the credential. Answers and refusals carry `RateLimit-Policy` and `RateLimit`.
 
-use crate::gateway::client_quota::{ClientQuotas, Taken};
+use crate::gateway::client_quota::{ClientQuotas, Held, Taken};
 use crate::gateway::customer::{Answer, CustomerCall, ProviderAnswered};
 use crate::gateway::rescue::cause;
 use crate::gateway::{BoxError, BoxFuture};
@@ -69,7 +69,8 @@ where
         let clients = self.clients.clone();
         Box::pin(async move {
             let provider = call.provider.clone();
-            // The client's own quota first: its refusal consumes nothing from the provider's.
+            // The client's own quota first: its refusal consumes nothing from the provider's. Its
+            // cells come back unless the request is admitted (refused, or dropped while it waits).
             let taken = match &call.caller {
                 Some(caller) => clients
                     .take(caller.name, &caller.quotas, provider.name())
@@ -79,15 +80,20 @@ where
                     })?,
                 None => Taken::default(),
             };
+            let held = Held::new(clients, taken);
             let (Some(limiter), Some(upstream)) = (&provider.limiter, &provider.upstream) else {
+                held.spend();
                 return inner.oneshot(call).await;
             };
             let calls = call.planned_calls() + u32::from(upstream.will_fetch_token().await);
             let admission = match limiter.admit(calls).await {
-                Ok(admission) => admission,
+                Ok(admission) => {
+                    held.spend();
+                    admission
+                }
                 Err(refusal) => {
                     // Refused here, the request consumes nothing from the client's quota either.
-                    clients.give_back(taken);
+                    drop(held);
                     let mut headers = HeaderMap::new();
                     if let Some(decision) = &refusal.decision {
                         limiter.headers(&mut headers, decision);
