@@ -324,7 +324,8 @@ impl Default for Config {
     }
 }
 
-/// A client's burst, at most (governor's tolerance, burst × interval in nanoseconds, must fit a u64).
+/// A client's burst beyond its `per_minute`, at most: governor's tolerance, burst × (60 s ÷ per_minute) in
+/// nanoseconds, must fit a u64.
 const MAX_BURST: u32 = 1_000_000;
 
 /// Each serving runtime is a thread with its own listener and connection pools: thousands would only
@@ -690,8 +691,10 @@ impl Config {
                 if rate.per_minute == 0 || rate.burst() == 0 {
                     problems.push(format!("{key}: per_minute and burst must be more than 0"));
                 }
-                if rate.burst() > MAX_BURST {
-                    problems.push(format!("{key}: burst is at most {MAX_BURST}"));
+                if rate.burst() > rate.per_minute.max(MAX_BURST) {
+                    problems.push(format!(
+                        "{key}: burst is at most per_minute or {MAX_BURST}, whichever is more"
+                    ));
                 }
             }
         }
