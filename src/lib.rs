@@ -3,10 +3,11 @@
 //! # Layout
 //! - [`canonical`]: the canonical model, patch parsing, validation, problems (pure)
 //! - [`providers`]: one module per provider dialect (pure)
-//! - [`gateway`]: the HTTP service: request checks, read-merge-write, rescue (error → HTTP)
+//! - [`gateway`]: the HTTP service: request checks, callers (auth, quotas, idempotency), read-merge-write,
+//!   rescue (error → HTTP)
 //! - [`upstream`]: hyper client, TLS, credentials and request signing
 //! - [`sandbox`]: the provider emulators, the embedded default
-//! - [`state`]: the run-time state store (memory, file, redis): rotated and shared tokens
+//! - [`state`]: the run-time state store (memory, file, redis): rotated and shared tokens, idempotency records
 //! - [`admin`]: the admin listener: probes, metrics and quotas
 //! - [`metrics`]: the Prometheus metrics, recorded where things happen
 //! - [`config`]: figment loading and validation

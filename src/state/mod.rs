@@ -1,7 +1,8 @@
 //! The run-time state store: what patchbay learns while it runs and must not lose — a provider's
 //! rotated refresh token, the access tokens every replica shares. `memory` keeps it for the process's
 //! life; `file` in `state.dir`, on disk before a write returns; `redis` for every replica at once,
-//! acknowledged before a write returns. Values are text under short keys; their users give them meaning.
+//! acknowledged before a write returns. Values are text under short keys; their users give them meaning
+//! (tokens; `Idempotency-Key` records, which only a shared store keeps).
 
 mod file;
 pub mod redis;
