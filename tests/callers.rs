@@ -585,6 +585,50 @@ async fn a_key_in_flight_longer_than_its_lock_stays_held() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn shutdown_waits_for_a_keyed_write_whose_caller_left() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut config = two_clients();
+    config.state.backend = StateBackend::Redis;
+    config.state.redis_url = Some(Secret::new(url.clone()));
+    let h = Harness::with_config(config).await;
+    h.lift_limits().await;
+    let toml = clients_toml("drain");
+    let mut leaving = replica(
+        &h,
+        &toml,
+        &[
+            ("PATCHBAY_STATE__BACKEND", "redis"),
+            ("PATCHBAY_STATE__REDIS_URL", &url),
+        ],
+    );
+    let there = leaving.addr();
+    h.clear_log().await;
+    h.fault("juice", json!({"latency_ms": 1500})).await;
+    let body = json!({"first_name": "Finished"});
+    // The caller gives up after 300 ms and hangs up; the replica is told to stop right after.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        keyed_at(&there, "left-1", &body),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller hung up before the answer");
+    leaving.signal("TERM");
+    assert_eq!(leaving.exit_code(), Some(0), "{}", leaving.all_output());
+    h.clear_fault("juice").await;
+    // The write ran to its end and was recorded: the retry, at the other replica, is a replay.
+    let retry = keyed_at(&h.app.addr().to_string(), "left-1", &body).await;
+    assert_eq!(
+        retry.header("idempotent-replayed"),
+        Some("true"),
+        "{:?}",
+        retry.body
+    );
+    assert_eq!(writes(&h.log("juice").await).len(), 1);
+    let _ = std::fs::remove_file(toml);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_open_gateway_refuses_a_non_loopback_address() {
     let open = [("PATCHBAY_SERVER__LISTEN", "0.0.0.0:0")];
     let mut refused = GatewayProcess::spawn(&open);

@@ -10,6 +10,7 @@ use futures_util::future::{Either, Map};
 use futures_util::FutureExt;
 use std::task::{Context, Poll};
 use tokio::task::{JoinError, JoinHandle};
+use tokio_util::task::TaskTracker;
 use tower::{Layer, Service, ServiceExt};
 
 /// The detached write's task ended without an answer (it panicked).
@@ -17,19 +18,32 @@ use tower::{Layer, Service, ServiceExt};
 #[error("a write task failed: {0}")]
 pub(crate) struct WriteTaskFailed(String);
 
-#[derive(Clone, Copy, Default)]
-pub(crate) struct DetachLayer;
+/// Its tasks are tracked in `writes`, which shutdown waits for.
+#[derive(Clone)]
+pub(crate) struct DetachLayer {
+    writes: TaskTracker,
+}
+
+impl DetachLayer {
+    pub fn new(writes: TaskTracker) -> DetachLayer {
+        DetachLayer { writes }
+    }
+}
 
 impl<S> Layer<S> for DetachLayer {
     type Service = Detach<S>;
 
     fn layer(&self, inner: S) -> Detach<S> {
-        Detach { inner }
+        Detach {
+            writes: self.writes.clone(),
+            inner,
+        }
     }
 }
 
 #[derive(Clone)]
 pub(crate) struct Detach<S> {
+    writes: TaskTracker,
     inner: S,
 }
 
@@ -50,7 +64,7 @@ where
         if !call.serialises() {
             return Either::Left(self.inner.call(call));
         }
-        let task = tokio::spawn(self.inner.clone().oneshot(call));
+        let task = self.writes.spawn(self.inner.clone().oneshot(call));
         Either::Right(task.map(joined))
     }
 }

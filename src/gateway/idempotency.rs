@@ -25,6 +25,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio_util::task::TaskTracker;
 use tower::{Layer, Service, ServiceExt};
 
 /// What a keyed request carries to this layer: whose key, and what was asked.
@@ -308,11 +309,13 @@ impl Records {
 #[derive(Clone)]
 pub(crate) struct IdempotencyLayer {
     records: Arc<Records>,
+    writes: TaskTracker,
 }
 
 impl IdempotencyLayer {
-    pub fn new(records: Arc<Records>) -> IdempotencyLayer {
-        IdempotencyLayer { records }
+    /// Keyed requests run as tasks tracked in `writes`, which shutdown waits for.
+    pub fn new(records: Arc<Records>, writes: TaskTracker) -> IdempotencyLayer {
+        IdempotencyLayer { records, writes }
     }
 }
 
@@ -322,6 +325,7 @@ impl<S> Layer<S> for IdempotencyLayer {
     fn layer(&self, inner: S) -> Idempotency<S> {
         Idempotency {
             records: self.records.clone(),
+            writes: self.writes.clone(),
             inner,
         }
     }
@@ -330,6 +334,7 @@ impl<S> Layer<S> for IdempotencyLayer {
 #[derive(Clone)]
 pub(crate) struct Idempotency<S> {
     records: Arc<Records>,
+    writes: TaskTracker,
     inner: S,
 }
 
@@ -355,7 +360,7 @@ where
         };
         let records = self.records.clone();
         let inner = self.inner.clone();
-        let task = tokio::spawn(async move {
+        let task = self.writes.spawn(async move {
             let claim = match records.begin(&keyed.scope).await? {
                 Begin::Replay(stored) if stored.fingerprint == keyed.fingerprint => {
                     return Ok(Reply::Rendered(stored.replay()));

@@ -81,6 +81,9 @@ struct Shared {
     /// `[[clients]]`, and their quotas.
     callers: Arc<callers::Callers>,
     idempotency: Arc<idempotency::Records>,
+    /// Writes running as their own tasks (they outlive a caller that hangs up): shutdown waits for
+    /// them within its grace, across serving runtimes.
+    writes: tokio_util::task::TaskTracker,
 }
 
 impl Gateway {
@@ -171,6 +174,7 @@ impl Gateway {
                 state,
                 callers,
                 idempotency,
+                writes: tokio_util::task::TaskTracker::new(),
                 client: ClientSettings {
                     connect_timeout: Duration::from_millis(config.server.connect_timeout_ms),
                     call_timeout: Duration::from_millis(config.server.upstream_timeout_ms),
@@ -388,10 +392,16 @@ pub async fn serve(
     drop(listener);
     let grace = gateway.inner.shutdown_grace;
     tokio::select! {
-        () = graceful.shutdown() => true,
+        () = async {
+            graceful.shutdown().await;
+            // A write whose caller has gone still runs: its connection is closed, it is not done.
+            gateway.inner.writes.close();
+            gateway.inner.writes.wait().await;
+        } => true,
         () = tokio::time::sleep(grace) => {
             tracing::warn!(
                 open_connections = gateway.open_connections(),
+                writes_running = gateway.inner.writes.len(),
                 "shutdown: server.shutdown_grace_ms ({} ms) is over; cutting short the requests still open",
                 grace.as_millis()
             );

@@ -124,9 +124,12 @@ where
         // Checks 8–9: a valid canonical patch, of what this provider can store (422; lenient skips).
         .filter(Validate::new(shared.names.clone()))
         // A PATCH with an `Idempotency-Key`: its stored answer again, or run once and recorded.
-        .layer(IdempotencyLayer::new(shared.idempotency.clone()))
+        .layer(IdempotencyLayer::new(
+            shared.idempotency.clone(),
+            shared.writes.clone(),
+        ))
         // A serialised write runs to its end, lock held, even if its caller hangs up.
-        .layer(DetachLayer)
+        .layer(DetachLayer::new(shared.writes.clone()))
         // One read-merge-write of a customer at a time, so no update is lost.
         .layer(CustomerLockLayer)
         // Check 10: a cell of the client's own quota, then the calls it plans reserved in the
