@@ -64,6 +64,17 @@ struct Decision {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientDecision {
+    client: &'static str,
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyOutcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Window {
     provider: &'static str,
     window: String,
@@ -92,6 +103,8 @@ struct Metrics {
     remaining: Family<Window, Gauge>,
     refreshes: Family<Outcome, Counter>,
     waits: Family<Provider, Counter>,
+    client_decisions: Family<ClientDecision, Counter>,
+    keyed: Family<KeyOutcome, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -106,6 +119,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         remaining: Family::default(),
         refreshes: Family::default(),
         waits: Family::default(),
+        client_decisions: Family::default(),
+        keyed: Family::default(),
     };
     registry.register(
         "http_requests",
@@ -147,6 +162,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Writes that waited for an earlier write to the same customer",
         metrics.waits.clone(),
     );
+    registry.register(
+        "client_rate_limit_decisions",
+        "A client's own quota's decisions: admitted, rejected (clients with a quota only)",
+        metrics.client_decisions.clone(),
+    );
+    registry.register(
+        "idempotency_requests",
+        "PATCHes with an Idempotency-Key: stored, replayed, reused (422), in_flight (409), not_kept (a 5xx, 409 or 429)",
+        metrics.keyed.clone(),
+    );
     Metrics {
         registry,
         ..metrics
@@ -164,8 +189,8 @@ pub fn encode() -> String {
 /// The content type of [`encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A request answered on the canonical API (`provider` is `none` when the path named none).
-/// One answered request; `client` is a configured client's name, or `none`.
+/// One answered request: `provider` is `none` when the path named none, `client` a configured client's
+/// name or `none`.
 pub fn http_request(
     provider: &'static str,
     client: &'static str,
@@ -204,6 +229,19 @@ pub fn rate_limit_decision(provider: &'static str, decision: &'static str) {
         .decisions
         .get_or_create(&Decision { provider, decision })
         .inc();
+}
+
+/// A client's own quota admitted or refused a request.
+pub fn client_rate_limit_decision(client: &'static str, decision: &'static str) {
+    METRICS
+        .client_decisions
+        .get_or_create(&ClientDecision { client, decision })
+        .inc();
+}
+
+/// What became of a PATCH with an `Idempotency-Key`.
+pub fn idempotency_request(outcome: &'static str) {
+    METRICS.keyed.get_or_create(&KeyOutcome { outcome }).inc();
 }
 
 /// What is left in one window of a provider's quota.

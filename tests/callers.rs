@@ -225,6 +225,10 @@ async fn a_client_quota_bursts_refills_and_is_the_clients_own() {
 
     // crm's quota is its own.
     assert_eq!(gets(&h, CRM, 3).await, [200, 200, 200]);
+    let metrics = get_text(&h.admin_url("/metrics")).await;
+    let series =
+        r#"patchbay_client_rate_limit_decisions_total{client="billing",decision="rejected"} "#;
+    assert!(metrics.contains(series), "no {series} in\n{metrics}");
     // One cell a second comes back.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert_eq!(gets(&h, BILLING, 2).await, [200, 429]);
@@ -390,6 +394,12 @@ async fn concurrent_duplicates_against_a_slow_provider_write_once() {
     let after = keyed(&h, BILLING, "dup-1", &customer, &body).await;
     assert_eq!(after.header("idempotent-replayed"), Some("true"));
     assert_eq!(writes(&h.log("juice").await).len(), 1);
+    // (The registry is the process's: other tests count into it too.)
+    let metrics = get_text(&h.admin_url("/metrics")).await;
+    for outcome in ["stored", "replayed", "in_flight"] {
+        let series = format!("patchbay_idempotency_requests_total{{outcome=\"{outcome}\"}} ");
+        assert!(metrics.contains(&series), "no {series} in\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

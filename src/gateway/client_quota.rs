@@ -220,6 +220,7 @@ impl<C: Clock + Clone> ClientQuotas<C> {
             let limiter = &self.limiters[policy.limiter];
             if let Err(not_until) = limiter.gcra.check_key(&policy.key) {
                 self.give_back(taken);
+                crate::metrics::client_rate_limit_decision(client, "rejected");
                 let wait = not_until.wait_time_from(self.clock.now());
                 return Err(ClientLimited {
                     client,
@@ -232,6 +233,9 @@ impl<C: Clock + Clone> ClientQuotas<C> {
             taken
                 .0
                 .push((policy.limiter, policy.key, ADMITTED_UNTIL.get()));
+        }
+        if !taken.0.is_empty() {
+            crate::metrics::client_rate_limit_decision(client, "admitted");
         }
         Ok(taken)
     }

@@ -363,10 +363,17 @@ where
         let task = self.writes.spawn(async move {
             let claim = match records.begin(&keyed.scope).await? {
                 Begin::Replay(stored) if stored.fingerprint == keyed.fingerprint => {
+                    crate::metrics::idempotency_request("replayed");
                     return Ok(Reply::Rendered(stored.replay()));
                 }
-                Begin::Replay(_) => return Err(KeyError::Reused.into()),
-                Begin::Busy => return Err(KeyError::InFlight.into()),
+                Begin::Replay(_) => {
+                    crate::metrics::idempotency_request("reused");
+                    return Err(KeyError::Reused.into());
+                }
+                Begin::Busy => {
+                    crate::metrics::idempotency_request("in_flight");
+                    return Err(KeyError::InFlight.into());
+                }
                 Begin::Run(claim) => claim,
             };
             let response = match records.hold(&claim, inner.oneshot(call)).await {
@@ -380,8 +387,14 @@ where
                 .unwrap_or_default();
             let response = Response::from_parts(head, Full::new(body.clone()));
             match Stored::of(&response, &body, &keyed.fingerprint) {
-                Some(stored) => records.finish(&keyed.scope, claim, stored).await,
-                None => records.release(claim).await,
+                Some(stored) => {
+                    crate::metrics::idempotency_request("stored");
+                    records.finish(&keyed.scope, claim, stored).await
+                }
+                None => {
+                    crate::metrics::idempotency_request("not_kept");
+                    records.release(claim).await
+                }
             }
             Ok::<_, BoxError>(Reply::Rendered(response))
         });
