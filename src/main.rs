@@ -160,7 +160,10 @@ async fn run(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
         "shutting down: not ready; accepting new connections for the drain delay"
     );
     tokio::time::sleep(drain_delay).await;
-    if running.shutdown().await {
+    let finished = running.shutdown().await;
+    // The last requests' access lines, before the lines that say how it ended.
+    patchbay::gateway::access::flush();
+    if finished {
         tracing::info!("every open request finished; exiting");
         Ok(ExitCode::SUCCESS)
     } else {

@@ -409,4 +409,24 @@ async fn one_access_line_per_request_with_its_upstream_calls() {
         (&lost["route"], &lost["status"], &lost["upstream_calls"]),
         (&json!("unknown"), &json!(404), &json!(0))
     );
+    // Lines are written together, at most 50 ms late; the last ones before the process exits.
+    let last = send(
+        &client,
+        Method::GET,
+        &url,
+        &[("x-request-id", "last-1")],
+        "",
+    )
+    .await;
+    assert_eq!(last.status, 200);
+    let mut gateway = gateway;
+    gateway.signal("TERM");
+    assert_eq!(gateway.exit_code(), Some(0));
+    let output = gateway.all_output();
+    let access = output.find(r#""request_id":"last-1""#);
+    let exiting = output.find("every open request finished");
+    assert!(
+        access.is_some() && access < exiting,
+        "the last access line, before the exit line:\n{output}"
+    );
 }
