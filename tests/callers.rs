@@ -473,17 +473,61 @@ fn replica(h: &Harness, toml: &std::path::Path, extra: &[(&str, &str)]) -> Gatew
     GatewayProcess::spawn_with(&["--config", &config], &pairs)
 }
 
-fn clients_toml(name: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "patchbay-clients-{name}-{}.toml",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let text = format!(
-        "[[clients]]\nname = \"billing\"\ntoken_sha256 = \"{}\"\n",
-        hex::encode(Sha256::digest(BILLING))
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+/// A config file naming billing as a client, removed when dropped.
+struct ClientsToml(std::path::PathBuf);
+
+impl ClientsToml {
+    fn new(name: &str) -> ClientsToml {
+        let path = std::env::temp_dir().join(format!(
+            "patchbay-clients-{name}-{}.toml",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let text = format!(
+            "[[clients]]\nname = \"billing\"\ntoken_sha256 = \"{}\"\n",
+            hex::encode(Sha256::digest(BILLING))
+        );
+        std::fs::write(&path, text).unwrap();
+        ClientsToml(path)
+    }
+}
+
+impl Drop for ClientsToml {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Two replicas keeping state in one real redis-server: the harness (and its sandbox, configured by
+/// `tweak`) and a patchbay process over the harness's Juice. Fields drop in order: the gateways first.
+struct Replicas {
+    h: Harness,
+    other: GatewayProcess,
+    _redis: RedisServer,
+    _toml: ClientsToml,
+}
+
+async fn replicas(name: &str, tweak: impl FnOnce(&mut Config)) -> Replicas {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut config = two_clients();
+    config.state.backend = StateBackend::Redis;
+    config.state.redis_url = Some(Secret::new(url.clone()));
+    tweak(&mut config);
+    let h = Harness::with_config(config).await;
+    h.lift_limits().await;
+    let toml = ClientsToml::new(name);
+    let state = [
+        ("PATCHBAY_STATE__BACKEND", "redis"),
+        ("PATCHBAY_STATE__REDIS_URL", url.as_str()),
+    ];
+    let other = replica(&h, &toml.0, &state);
+    h.clear_log().await;
+    Replicas {
+        h,
+        other,
+        _redis: redis,
+        _toml: toml,
+    }
 }
 
 async fn keyed_at(addr: &str, key: &str, body: &Value) -> Answer {
@@ -506,23 +550,7 @@ async fn keyed_at(addr: &str, key: &str, body: &Value) -> Answer {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_replay_each_others_records_through_redis() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let mut config = two_clients();
-    config.state.backend = StateBackend::Redis;
-    config.state.redis_url = Some(Secret::new(url.clone()));
-    let h = Harness::with_config(config).await;
-    h.lift_limits().await;
-    h.clear_log().await;
-    let toml = clients_toml("replica");
-    let other = replica(
-        &h,
-        &toml,
-        &[
-            ("PATCHBAY_STATE__BACKEND", "redis"),
-            ("PATCHBAY_STATE__REDIS_URL", &url),
-        ],
-    );
+    let Replicas { h, other, .. } = &replicas("replica", |_| {}).await;
     let here = h.app.addr().to_string();
     let there = other.addr();
     let body = json!({"first_name": "Shared"});
@@ -551,36 +579,21 @@ async fn two_replicas_replay_each_others_records_through_redis() {
     h.clear_fault("juice").await;
     let later = keyed_at(&there, "raced-1", &body).await;
     assert_eq!(later.header("idempotent-replayed"), Some("true"));
-    let _ = std::fs::remove_file(toml);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_in_flight_longer_than_its_lock_stays_held() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let mut config = two_clients();
-    config.state.backend = StateBackend::Redis;
-    config.state.redis_url = Some(Secret::new(url.clone()));
     // A keyed PATCH waits ~7 s in Juice's queue: longer than its key's 5 s lock, which it must renew.
-    let juice = config.providers.get_mut("juice").unwrap();
-    juice.rate_limit.windows = windows(&[(1, 7)]);
-    juice.rate_limit.mode = patchbay::config::LimitMode::Wait;
-    juice.rate_limit.max_wait_ms = 9_000;
-    let h = Harness::with_config(config).await;
-    h.lift_limits().await;
-    let toml = clients_toml("renew");
-    let other = replica(
-        &h,
-        &toml,
-        &[
-            ("PATCHBAY_STATE__BACKEND", "redis"),
-            ("PATCHBAY_STATE__REDIS_URL", &url),
-        ],
-    );
+    let Replicas { h, other, .. } = &replicas("renew", |config| {
+        let juice = config.providers.get_mut("juice").unwrap();
+        juice.rate_limit.windows = windows(&[(1, 7)]);
+        juice.rate_limit.mode = patchbay::config::LimitMode::Wait;
+        juice.rate_limit.max_wait_ms = 9_000;
+    })
+    .await;
     let there = other.addr();
     let here = h.app.addr().to_string();
-    h.clear_log().await;
-    assert_eq!(gets(&h, BILLING, 1).await, [200], "Juice's one call in 7 s");
+    assert_eq!(gets(h, BILLING, 1).await, [200], "Juice's one call in 7 s");
     let body = json!({"first_name": "Patient"});
     let (first, duplicate) = tokio::join!(keyed_at(&here, "slow-1", &body), async {
         tokio::time::sleep(Duration::from_secs(6)).await;
@@ -591,29 +604,14 @@ async fn a_key_in_flight_longer_than_its_lock_stays_held() {
     assert_eq!(writes(&h.log("juice").await).len(), 1, "one write");
     let later = keyed_at(&there, "slow-1", &body).await;
     assert_eq!(later.header("idempotent-replayed"), Some("true"));
-    let _ = std::fs::remove_file(toml);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_waits_for_a_keyed_write_whose_caller_left() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let mut config = two_clients();
-    config.state.backend = StateBackend::Redis;
-    config.state.redis_url = Some(Secret::new(url.clone()));
-    let h = Harness::with_config(config).await;
-    h.lift_limits().await;
-    let toml = clients_toml("drain");
-    let mut leaving = replica(
-        &h,
-        &toml,
-        &[
-            ("PATCHBAY_STATE__BACKEND", "redis"),
-            ("PATCHBAY_STATE__REDIS_URL", &url),
-        ],
-    );
+    let Replicas {
+        h, other: leaving, ..
+    } = &mut replicas("drain", |_| {}).await;
     let there = leaving.addr();
-    h.clear_log().await;
     h.fault("juice", json!({"latency_ms": 1500})).await;
     let body = json!({"first_name": "Finished"});
     // The caller gives up after 300 ms and hangs up; the replica is told to stop right after.
@@ -635,7 +633,6 @@ async fn shutdown_waits_for_a_keyed_write_whose_caller_left() {
         retry.body
     );
     assert_eq!(writes(&h.log("juice").await).len(), 1);
-    let _ = std::fs::remove_file(toml);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -654,8 +651,8 @@ async fn an_open_gateway_refuses_a_non_loopback_address() {
         GatewayProcess::spawn(&[open[0], ("PATCHBAY_SERVER__ALLOW_UNAUTHENTICATED", "true")]);
     allowed.addr();
     // With clients it serves, and the token never reaches the log, even at debug.
-    let toml = clients_toml("open");
-    let config = toml.display().to_string();
+    let toml = ClientsToml::new("open");
+    let config = toml.0.display().to_string();
     let guarded =
         GatewayProcess::spawn_with(&["--config", &config], &[open[0], ("RUST_LOG", "debug")]);
     let port = guarded.addr().rsplit(':').next().unwrap().to_owned();
@@ -671,5 +668,4 @@ async fn an_open_gateway_refuses_a_non_loopback_address() {
         !guarded.all_output().contains(BILLING),
         "the token was logged"
     );
-    let _ = std::fs::remove_file(toml);
 }
