@@ -8,6 +8,7 @@
 //! in [`Cells`], a governor state store that can also give a cell back: a request the provider's quota
 //! then refuses consumes nothing from the client's either.
 
+use super::rate_limit::retry_after_seconds;
 use crate::config::{ClientConfig, ClientRate};
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
@@ -16,7 +17,6 @@ use governor::state::StateStore;
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 /// A limiter's key: the client's place in `[[clients]]`, and the provider for a per-provider quota.
 type Key = (usize, Option<&'static str>);
@@ -227,7 +227,7 @@ impl<C: Clock + Clone> ClientQuotas<C> {
                     policy: policy.name.clone(),
                     per_minute: policy.rate.per_minute,
                     burst: policy.rate.burst(),
-                    retry_after: whole_seconds(wait),
+                    retry_after: retry_after_seconds(wait),
                 });
             }
             taken
@@ -279,15 +279,11 @@ impl Drop for Held {
     }
 }
 
-/// Seconds to wait, rounded up, at least 1 (a `Retry-After: 0` invites a busy loop).
-fn whole_seconds(wait: Duration) -> u64 {
-    wait.as_nanos().div_ceil(1_000_000_000).max(1) as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
+    use std::time::Duration;
 
     fn client(rate: Option<ClientRate>, juice: Option<ClientRate>) -> ClientConfig {
         ClientConfig {

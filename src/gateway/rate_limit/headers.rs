@@ -15,6 +15,12 @@ pub fn window_name(seconds: u64) -> String {
     }
 }
 
+/// `Retry-After` for a wait: whole seconds rounded up, so that a retry then finds room, and at least 1
+/// (a `Retry-After: 0` invites a busy loop).
+pub fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+    wait.as_nanos().div_ceil(1_000_000_000).max(1) as u64
+}
+
 /// Every window of the quota: `"min";q=10;w=60, "day";q=1000;w=86400`.
 pub fn policy(quota: &Quota) -> String {
     quota

@@ -16,7 +16,7 @@ mod redis;
 mod sliding_log;
 
 pub use self::redis::{RedisStore, StoreError};
-pub use headers::window_name;
+pub use headers::{retry_after_seconds, window_name};
 pub(crate) use layer::{RateLimitLayer, WithQuota};
 pub use local::{LocalLog, LocalStore, CAPACITY};
 pub use sliding_log::{Decision, Quota, SlidingLog, Verdict, WindowState};
@@ -258,7 +258,7 @@ impl RateLimiter {
             // Whole seconds rounded up, so that a retry at that moment finds the calls' room free.
             error: RateLimitError::Refused {
                 detail,
-                retry_after: retry_ms.div_ceil(1000).max(1),
+                retry_after: retry_after_seconds(Duration::from_millis(retry_ms)),
             },
             decision: Some(decision),
             retry_ms: Some(retry_ms),
