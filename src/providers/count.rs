@@ -255,8 +255,8 @@ impl Dialect for Count {
 
 // ---------------------------------------------------------------------------------------------------
 // Settings and credentials: every call HMAC-signed with the client secret, plus an OAuth access token
-// refreshed shortly before `accessTokenExpiresAt` or after a 401 `token_expired`. Refresh tokens
-// rotate: each refresh answer carries the one to use next.
+// refreshed shortly before `accessTokenExpiresAt` or after a 401 (expired, or revoked by a rotation
+// elsewhere). Refresh tokens rotate: each refresh answer carries the one to use next.
 
 const REFRESH_PATH: &str = "/refresh-user-access-token";
 
@@ -442,15 +442,6 @@ impl CredentialScheme for CountCredentials {
             use_until: expires.map(|at| at - self.refresh_before),
             refresh: Some(Secret::new(refresh)),
         })
-    }
-
-    fn is_expired(&self, status: u16, body: &[u8]) -> bool {
-        status == 401
-            && serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|body| body.get("code")?.as_str().map(str::to_owned))
-                .as_deref()
-                == Some("token_expired")
     }
 }
 

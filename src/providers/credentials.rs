@@ -1,7 +1,7 @@
 //! Credential schemes (pure): how a provider's calls are authenticated. A scheme says which headers a
-//! call carries (and signs it), which call obtains or refreshes a token and how to read its answer, and
-//! which answers mean the token expired. The IO around it — caching the token, one refresh at a time,
-//! the call made again once after a refresh — is generic, in `upstream`.
+//! call carries (and signs it), which call obtains or refreshes a token and how to read its answer. The IO
+//! around it — caching the token, one refresh at a time, the call made once more after a 401 — is
+//! generic, in `upstream`.
 
 use super::settings::Secret;
 use super::UpstreamRequest;
@@ -86,11 +86,6 @@ pub trait CredentialScheme: Send + Sync {
             upstream_status: None,
             detail: "this provider issues no tokens".into(),
         })
-    }
-
-    /// Whether an answer says the token used has expired (one refresh and one more try may help).
-    fn is_expired(&self, _status: u16, _body: &[u8]) -> bool {
-        false
     }
 }
 

@@ -555,10 +555,6 @@ impl CredentialScheme for ClientCredentials {
             refresh: None,
         })
     }
-
-    fn is_expired(&self, status: u16, _body: &[u8]) -> bool {
-        status == 401
-    }
 }
 
 #[cfg(test)]

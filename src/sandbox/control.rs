@@ -1,5 +1,5 @@
 //! The control API under `/_control` (tests drive the sandbox through it): request log, stored
-//! records, reset, token expiry, rate limits, and injected faults.
+//! records, reset, token expiry and revocation, rate limits, and injected faults.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -148,6 +148,13 @@ pub(crate) fn log_request(
     }));
 }
 
+/// `{"revoke_on_rotation": bool}` in and out of `/_control/tokens`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenSettings {
+    revoke_on_rotation: bool,
+}
+
 /// `{"windows": [...]}` in and out of `/_control/limits/{provider}`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,6 +213,7 @@ pub(crate) fn handle(
             Ok(Reply::json(StatusCode::OK, &json!({ "expired": expired })))
         }
         ["tokens", "expire"] => Ok(method_not_allowed("POST")),
+        ["tokens"] => tokens(state, method, body),
         ["customers", name, id] if !id.is_empty() => provider(name)
             .and_then(|provider| customers(state, method, provider, &decode_segment(id), body)),
         ["limits", name] => {
@@ -295,6 +303,23 @@ fn customers(
                 }
             }
             state.customers_mut(provider).insert(id, record);
+            Ok(no_content())
+        }
+        _ => Ok(method_not_allowed("GET, PUT")),
+    }
+}
+
+fn tokens(state: &mut State, method: &Method, body: &[u8]) -> Result<Reply, Reply> {
+    match *method {
+        Method::GET => {
+            let settings = TokenSettings {
+                revoke_on_rotation: state.revoke_on_rotation,
+            };
+            Ok(Reply::json(StatusCode::OK, &json!(settings)))
+        }
+        Method::PUT => {
+            let settings: TokenSettings = parse(body)?;
+            state.revoke_on_rotation = settings.revoke_on_rotation;
             Ok(no_content())
         }
         _ => Ok(method_not_allowed("GET, PUT")),

@@ -1,7 +1,7 @@
 //! COUNT partner API emulator: HMAC-signed requests, bearer access tokens with rotating refresh tokens,
 //! and customers by UUID v4 whose addresses are replaced whole.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -24,10 +24,12 @@ const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 const MAX_CLOCK_SKEW_SECS: u64 = 300;
 const ADDRESS_KEYS: [&str; 5] = ["street", "city", "state", "zipCode", "country"];
 
-/// Issued tokens with their expiry times. Access tokens live 3600 s; a refresh token works once.
+/// Issued tokens with their expiry times. Access tokens live 3600 s; a refresh token works once. With
+/// `revoke_on_rotation` (a control setting), a refresh also revokes every access token issued before.
 pub(crate) struct Tokens {
     access: HashMap<String, SystemTime>,
     refresh: HashMap<String, SystemTime>,
+    revoked: HashSet<String>,
 }
 
 impl Tokens {
@@ -39,7 +41,14 @@ impl Tokens {
                 COUNT_REFRESH_TOKEN.to_owned(),
                 now + REFRESH_TOKEN_LIFETIME,
             )]),
+            revoked: HashSet::new(),
         }
+    }
+
+    /// Every access token issued so far stops working, answered as revoked rather than expired.
+    fn revoke_all(&mut self) {
+        self.revoked
+            .extend(self.access.drain().map(|(token, _)| token));
     }
 
     /// Expires every access token issued so far; returns how many there were.
@@ -188,6 +197,13 @@ fn verify_access_token(state: &State, request: &ProviderRequest) -> Result<(), R
             "Missing bearer access token.",
         ));
     };
+    if state.count_tokens.revoked.contains(token) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "The access token was revoked.",
+        ));
+    }
     match state.count_tokens.access.get(token) {
         None => Err(error(
             StatusCode::UNAUTHORIZED,
@@ -296,6 +312,9 @@ fn refresh(state: &mut State, request: &ProviderRequest) -> Reply {
     let access_expiry = now + ACCESS_TOKEN_LIFETIME;
     let refresh_expiry = now + REFRESH_TOKEN_LIFETIME;
     let tokens = &mut state.count_tokens;
+    if state.revoke_on_rotation {
+        tokens.revoke_all();
+    }
     tokens.access.insert(access_token.clone(), access_expiry);
     tokens.refresh.insert(refresh_token.clone(), refresh_expiry);
     success(
@@ -460,4 +479,68 @@ fn update(state: &mut State, id: &str, request: &ProviderRequest) -> Reply {
     }
     record.insert("updatedAt".to_owned(), json!(now));
     success("Customer updated", Value::Object(record.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue};
+
+    fn request(method: Method, path: &str, bearer: Option<&str>, body: &Value) -> ProviderRequest {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        if let Some(token) = bearer {
+            headers.insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+            );
+        }
+        let body = match body {
+            Value::Null => Bytes::new(),
+            body => Bytes::from(body.to_string()),
+        };
+        ProviderRequest {
+            method,
+            path: path.to_owned(),
+            query: None,
+            headers,
+            body,
+        }
+    }
+
+    /// Refreshes with `refresh_token`: the new access and refresh tokens.
+    fn refreshed(state: &mut State, refresh_token: &str) -> (String, String) {
+        let body = json!({ "refreshToken": refresh_token });
+        let reply = refresh(
+            state,
+            &request(Method::POST, "/refresh-user-access-token", None, &body),
+        );
+        assert_eq!(reply.status, StatusCode::OK);
+        let answer: Value = serde_json::from_slice(&reply.body).unwrap();
+        let text = |key: &str| answer["data"][key].as_str().unwrap().to_owned();
+        (text("accessToken"), text("refreshToken"))
+    }
+
+    fn code_for(state: &State, token: &str) -> Option<String> {
+        let call = request(Method::GET, "/customers/x", Some(token), &Value::Null);
+        let reply = verify_access_token(state, &call).err()?;
+        let answer: Value = serde_json::from_slice(&reply.body).unwrap();
+        Some(answer["code"].as_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn with_revoke_on_rotation_a_refresh_revokes_the_old_access_tokens() {
+        let mut state = State::new();
+        let (first, rotated) = refreshed(&mut state, COUNT_REFRESH_TOKEN);
+        assert_eq!(code_for(&state, COUNT_ACCESS_TOKEN), None, "off by default");
+        state.revoke_on_rotation = true;
+        let (second, _) = refreshed(&mut state, &rotated);
+        assert_eq!(code_for(&state, &second), None);
+        for old in [COUNT_ACCESS_TOKEN, first.as_str()] {
+            assert_eq!(code_for(&state, old).as_deref(), Some("unauthorized"));
+        }
+        state.count_tokens.expire_all();
+        assert_eq!(code_for(&state, &second).as_deref(), Some("token_expired"));
+    }
 }

@@ -39,19 +39,26 @@ const REQUIRED_ADDRESS_KEYS: [&str; 3] = ["address_line1", "city", "country_code
 const DEFAULT_ADDRESS_IDS: [&str; 2] =
     ["default_billing_address_id", "default_shipping_address_id"];
 
-/// Bearer tokens issued by the exchange, with their expiry times.
+/// Bearer tokens issued by the exchange, with their expiry times; with `revoke_on_rotation`, a new token
+/// revokes every one issued before.
 pub(crate) struct Tokens {
     issued: HashMap<String, SystemTime>,
+    revoked: HashSet<String>,
 }
 
 impl Tokens {
     pub fn new() -> Tokens {
         Tokens {
             issued: HashMap::new(),
+            revoked: HashSet::new(),
         }
     }
 
-    fn issue(&mut self, now: SystemTime) -> String {
+    fn issue(&mut self, now: SystemTime, revoke_others: bool) -> String {
+        if revoke_others {
+            self.revoked
+                .extend(self.issued.drain().map(|(token, _)| token));
+        }
         // Expired tokens can never become valid again; dropping them keeps the map small.
         self.issued.retain(|_, expiry| *expiry > now);
         let token = format!("sl_at_{}", Uuid::new_v4().simple());
@@ -303,7 +310,8 @@ fn token(state: &mut State, request: &ProviderRequest) -> Reply {
     if let Err(reply) = admit(state) {
         return reply;
     }
-    let access_token = state.sparklayer_tokens.issue(SystemTime::now());
+    let revoke = state.revoke_on_rotation;
+    let access_token = state.sparklayer_tokens.issue(SystemTime::now(), revoke);
     Reply::json(
         StatusCode::OK,
         &json!({
@@ -322,6 +330,9 @@ fn authorize(state: &State, request: &ProviderRequest) -> Result<(), Reply> {
     let Some(token) = request.bearer_token() else {
         return unauthorized("Missing bearer token.");
     };
+    if state.sparklayer_tokens.revoked.contains(token) {
+        return unauthorized("The access token was revoked.");
+    }
     match state.sparklayer_tokens.issued.get(token) {
         None => unauthorized("The access token is not valid."),
         Some(expiry) if *expiry <= SystemTime::now() => {
@@ -850,6 +861,29 @@ mod tests {
         );
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
         assert_eq!(json_body(&reply)["detail"], "The access token has expired.");
+    }
+
+    #[test]
+    fn with_revoke_on_rotation_a_new_token_revokes_the_old_ones() {
+        let mut state = State::new();
+        let get = |state: &mut State, token: &str| {
+            call(state, token, Method::GET, "cu_demo_jones", &Value::Null)
+        };
+        let first = exchange(&mut state);
+        let second = exchange(&mut state);
+        assert_eq!(
+            get(&mut state, &first).status,
+            StatusCode::OK,
+            "off by default"
+        );
+        state.revoke_on_rotation = true;
+        let third = exchange(&mut state);
+        assert_eq!(get(&mut state, &third).status, StatusCode::OK);
+        for old in [first, second] {
+            let reply = get(&mut state, &old);
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(json_body(&reply)["detail"], "The access token was revoked.");
+        }
     }
 
     #[test]

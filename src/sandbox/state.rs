@@ -122,6 +122,9 @@ pub(crate) struct State {
     pub count_tokens: count::Tokens,
     pub sparklayer_tokens: sparklayer::Tokens,
     pub juice_replays: juice::Replays,
+    /// Whether issuing a token (COUNT's refresh, SparkLayer's exchange) revokes the ones issued before,
+    /// as some providers do: a replica still holding one is then answered 401 without `token_expired`.
+    pub revoke_on_rotation: bool,
     customers: [Customers; 4],
     limits: [RateLimiter; 4],
     /// Unix milliseconds of the last timestamp handed out, so each write gets a later one.
@@ -136,6 +139,7 @@ impl State {
             count_tokens: count::Tokens::new(),
             sparklayer_tokens: sparklayer::Tokens::new(),
             juice_replays: juice::Replays::new(),
+            revoke_on_rotation: false,
             customers: Default::default(),
             limits: Provider::ALL.map(|p| RateLimiter::new(p.default_windows())),
             last_write_ms: 0,
@@ -148,8 +152,8 @@ impl State {
         Arc::new(Mutex::new(State::new()))
     }
 
-    /// Back to the demo seed with default limits and an empty log. Issued tokens stay valid:
-    /// a running gateway holds them.
+    /// Back to the demo seed with default limits and token settings and an empty log. Issued tokens
+    /// stay valid: a running gateway holds them.
     pub fn reset(&mut self) {
         let now = self.write_timestamp();
         self.customers = [
@@ -162,6 +166,7 @@ impl State {
         self.faults = Default::default();
         self.limits = Provider::ALL.map(|p| RateLimiter::new(p.default_windows()));
         self.juice_replays.clear();
+        self.revoke_on_rotation = false;
     }
 
     pub fn customers(&self, provider: Provider) -> &Customers {

@@ -1,8 +1,8 @@
 //! Authorize: the outermost layer of a provider's client. It adds the provider's credentials to every
 //! call ([`CredentialScheme`], pure, in each provider's module) and does the IO around them: a token is
 //! obtained before the first call that needs one and kept until it is due, one fetch at a time however
-//! many calls wait, and after an answer saying the token expired it is refreshed once and the call made
-//! again.
+//! many calls wait, and after a 401 the call is made once more: with the token the store holds now (another
+//! replica's, when it rotated the refused one), or with a new one when the store holds the refused token.
 //!
 //! Tokens live in the state store too ([`Store`]): a rotated refresh token is kept there before the new
 //! access token is used for anything, so a restart (or `kill -9`) never leaves only a spent one; with a
@@ -470,8 +470,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    /// Makes the call a dialect asked for, authenticated and signed; after an answer saying the token
-    /// expired, refreshes it once and makes the call again.
+    /// Makes the call a dialect asked for, authenticated and signed; after a 401, makes it once more
+    /// with the store's token or a new one.
     fn call(&mut self, call: UpstreamCall) -> Self::Future {
         if !self.upstream.auth.scheme.uses_tokens() {
             return match self.sign(&call) {
@@ -491,7 +491,7 @@ where
             let auth = &upstream.auth;
             let request = &call.request;
             let body = request.body.clone().unwrap_or_default();
-            let mut refreshed = false;
+            let mut retried = false;
             loop {
                 let token = auth.token(&upstream, &send, &call.budget).await?;
                 let mut http =
@@ -508,17 +508,16 @@ where
                     budget: call.budget.clone(),
                 })
                 .await?;
-                if !refreshed
-                    && auth
-                        .scheme
-                        .is_expired(response.status.as_u16(), &response.body)
-                {
+                // Any 401 for a token: it expired, or the provider revoked it when another replica
+                // rotated it. The token is forgotten and the call made once more, with the token the
+                // store holds now, or a new one when the store holds the refused one.
+                if !retried && response.status == http::StatusCode::UNAUTHORIZED {
                     tracing::debug!(
                         provider = upstream.name,
-                        "access token expired; refreshing once"
+                        "access token refused; trying the stored or a new one once"
                     );
                     auth.invalidate(token.as_ref()).await;
-                    refreshed = true;
+                    retried = true;
                     continue;
                 }
                 return Ok(response);

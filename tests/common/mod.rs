@@ -262,6 +262,12 @@ impl Harness {
     pub async fn expire_tokens(&self) {
         self.control(Method::POST, "/tokens/expire", None).await;
     }
+
+    /// From now on a new COUNT or SparkLayer token revokes the ones issued before.
+    pub async fn revoke_on_rotation(&self) {
+        let settings = json!({ "revoke_on_rotation": true });
+        self.control(Method::PUT, "/tokens", Some(settings)).await;
+    }
 }
 
 /// Environment variables for a gateway process.
