@@ -101,11 +101,22 @@ fn check_free(addr: SocketAddr) -> std::io::Result<()> {
     if addr.port() == 0 {
         return Ok(());
     }
-    std::net::TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|error| {
-            std::io::Error::new(error.kind(), format!("cannot listen on {addr}: {error}"))
-        })
+    std::net::TcpListener::bind(addr).map(drop)
+}
+
+/// A listener that could not be opened, said with the setting (and its variable) that moves it.
+fn cannot_listen(setting: &str, addr: SocketAddr, error: std::io::Error) -> std::io::Error {
+    let variable = format!("PATCHBAY_{}", setting.to_uppercase().replace('.', "__"));
+    let hint = match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another process holds that port: stop it, or choose another address (port 0 picks a free one)"
+        }
+        _ => "",
+    };
+    std::io::Error::new(
+        error.kind(),
+        format!("cannot listen on {addr} ({setting}, or {variable}): {error}{hint}"),
+    )
 }
 
 /// One more serving runtime on its own thread: a current-thread tokio runtime with its own listener on
@@ -167,7 +178,10 @@ pub fn use_sandbox(config: &mut Config, sandbox: &Sandbox) {
 /// Starts the sandbox (when enabled) and the gateway on `server.listen`, and returns once both listen.
 pub async fn start(mut config: Config) -> std::io::Result<Running> {
     let sandbox = if config.sandbox.enabled {
-        let sandbox = Sandbox::start(config.sandbox.listen).await?;
+        let listen = config.sandbox.listen;
+        let sandbox = Sandbox::start(listen)
+            .await
+            .map_err(|error| cannot_listen("sandbox.listen", listen, error))?;
         use_sandbox(&mut config, &sandbox);
         tracing::info!(addr = %sandbox.addr(), "sandbox emulators listening; every provider points at them");
         Some(sandbox)
@@ -204,22 +218,16 @@ pub async fn start(mut config: Config) -> std::io::Result<Running> {
     // socket bound to the same port, so connections are spread by the kernel, never handed across threads.
     let workers = config.server.worker_count();
     let shared = workers > 1;
-    if shared {
-        check_free(config.server.listen)?;
-    }
-    let listener = listen(config.server.listen, shared)?;
+    let api = config.server.listen;
+    let free = if shared { check_free(api) } else { Ok(()) };
+    let listener = free
+        .and_then(|()| listen(api, shared))
+        .map_err(|error| cannot_listen("server.listen", api, error))?;
     let addr = listener.local_addr()?;
-    let admin_listener = TcpListener::bind(config.server.admin_listen)
+    let admin_listen = config.server.admin_listen;
+    let admin_listener = TcpListener::bind(admin_listen)
         .await
-        .map_err(|error| {
-            std::io::Error::new(
-                error.kind(),
-                format!(
-                    "server.admin_listen: cannot listen on {}: {error}",
-                    config.server.admin_listen
-                ),
-            )
-        })?;
+        .map_err(|error| cannot_listen("server.admin_listen", admin_listen, error))?;
     let admin_addr = admin_listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
     let mut threads = Vec::new();
@@ -231,7 +239,7 @@ pub async fn start(mut config: Config) -> std::io::Result<Running> {
         let _ = stopped.changed().await;
     }));
     let health = Arc::new(Health::default());
-    let admin = tokio::spawn(admin::serve(admin_listener, gateway, health.clone()));
+    let admin = tokio::spawn(admin::serve(admin_listener, gateway, health.clone(), addr));
     health.set_ready();
     Ok(Running {
         addr,

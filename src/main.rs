@@ -138,6 +138,11 @@ fn init_logs(format: LogFormat) -> Result<(), String> {
 /// `server.drain_delay_ms` more, open requests finish within `server.shutdown_grace_ms` (else exit 1).
 async fn run(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let sandbox = config.sandbox.enabled;
+    // With clients, every call needs one's token: the example curls say where it goes.
+    let token = match config.clients.is_empty() {
+        true => "",
+        false => " -H 'Authorization: Bearer <a client token>'",
+    };
     let drain_delay = Duration::from_millis(config.server.drain_delay_ms);
     let running = patchbay::app::start(config).await?;
     let addr = running.addr();
@@ -146,9 +151,9 @@ async fn run(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if sandbox {
         let (path, patch) = (patchbay::sandbox::TRY_PATH, patchbay::sandbox::TRY_PATCH);
         say!("patchbay is listening on http://{addr} in front of the sandbox. Try:\n");
-        say!("  curl -s http://{addr}{path}\n");
+        say!("  curl -s{token} http://{addr}{path}\n");
         say!(
-            "  curl -s -X PATCH http://{addr}{path} \\\n    \
+            "  curl -s -X PATCH{token} http://{addr}{path} \\\n    \
              -H 'Content-Type: application/merge-patch+json' \\\n    \
              -d '{patch}'\n"
         );
@@ -191,8 +196,10 @@ async fn sandbox(listen: SocketAddr) -> Result<ExitCode, Box<dyn std::error::Err
 }
 
 /// `GET /readyz` on the admin listener of the configuration (its loopback address when it listens on
-/// all of them), within 2 s.
+/// all of them), within 2 s: ready only when the answer is a patchbay's, and the one whose canonical
+/// API listens where the configuration says (any port, when it says 0).
 async fn healthcheck(config: &Config) -> ExitCode {
+    use http_body_util::BodyExt;
     let mut admin = config.server.admin_listen;
     if admin.ip().is_unspecified() {
         admin.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -201,21 +208,39 @@ async fn healthcheck(config: &Config) -> ExitCode {
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
     let url = format!("http://{admin}/readyz");
     let uri = url.parse().expect("an address makes a URI");
-    match tokio::time::timeout(Duration::from_secs(2), client.get(uri)).await {
-        Ok(Ok(response)) if response.status().is_success() => ExitCode::SUCCESS,
-        Ok(Ok(response)) => {
-            say!("not ready: {url} answered {}", response.status());
-            ExitCode::FAILURE
-        }
+    let asked = async {
+        let response = client.get(uri).await.map_err(|error| error.to_string())?;
+        let status = response.status();
+        let body = response.into_body().collect().await;
+        let body = body.map_err(|error| error.to_string())?.to_bytes();
+        Ok::<_, String>((status, body))
+    };
+    let (status, body) = match tokio::time::timeout(Duration::from_secs(2), asked).await {
+        Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
             say!("not ready: {url}: {error}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
         Err(_) => {
             say!("not ready: {url} did not answer within 2 s");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+    };
+    if !status.is_success() {
+        say!("not ready: {url} answered {status}");
+        return ExitCode::FAILURE;
     }
+    let probe = serde_json::from_slice::<patchbay::admin::Probe>(&body).ok();
+    let expected = config.server.listen;
+    match probe.filter(|probe| probe.service == patchbay::admin::SERVICE) {
+        None => say!("not ready: {url} is not a patchbay admin listener (server.admin_listen)"),
+        Some(probe) if expected.port() != 0 && probe.listen != expected => say!(
+            "not ready: {url} belongs to the patchbay listening on {}, not on {expected} (server.listen)",
+            probe.listen
+        ),
+        Some(_) => return ExitCode::SUCCESS,
+    }
+    ExitCode::FAILURE
 }
 
 /// Ctrl-C or SIGTERM (what a container runtime sends).

@@ -11,15 +11,22 @@ use std::time::{Duration, Instant};
 #[tokio::test]
 async fn the_admin_listener_answers_probes_and_quotas_on_its_own_port() {
     let h = Harness::start().await;
+    let api = h.app.addr().to_string();
     let live = get(&h.admin_url("/livez")).await;
     assert_eq!(
         (live.status, &live.body),
-        (StatusCode::OK, &json!({"status": "live"}))
+        (
+            StatusCode::OK,
+            &json!({"status": "live", "service": "patchbay", "listen": api})
+        )
     );
     let ready = get(&h.admin_url("/readyz")).await;
     assert_eq!(
         (ready.status, &ready.body),
-        (StatusCode::OK, &json!({"status": "ready"}))
+        (
+            StatusCode::OK,
+            &json!({"status": "ready", "service": "patchbay", "listen": api})
+        )
     );
     let quotas = get(&h.admin_url("/quotas")).await;
     assert_eq!(quotas.status, StatusCode::OK);
@@ -304,6 +311,43 @@ fn healthcheck_says_whether_the_admin_listener_is_ready() {
         &[("PATCHBAY_SERVER__ADMIN_LISTEN", &admin)],
     );
     assert_eq!(ready.exit_code(), Some(0), "{}", ready.all_output());
+    let addr = gateway.addr();
+    let healthcheck = |listen: &str, admin: &str| {
+        let mut check = GatewayProcess::spawn_with(
+            &["healthcheck"],
+            &[
+                ("PATCHBAY_SERVER__ADMIN_LISTEN", admin),
+                ("PATCHBAY_SERVER__LISTEN", listen),
+            ],
+        );
+        (check.exit_code(), check.all_output())
+    };
+    assert_eq!(healthcheck(&addr, &admin).0, Some(0), "its own gateway");
+    // Another gateway's admin listener answers ready, but not for this configuration's API.
+    let (code, output) = healthcheck("127.0.0.1:1", &admin);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains(&format!(
+            "belongs to the patchbay listening on {addr}, not on 127.0.0.1:1 (server.listen)"
+        )),
+        "{output}"
+    );
+    // Something that is not patchbay answers 200 on the admin port.
+    let stranger = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stranger_addr = stranger.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in stranger.incoming().map_while(Result::ok) {
+            let _ = stream.read(&mut [0; 1024]);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    let (code, output) = healthcheck("127.0.0.1:0", &stranger_addr);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("is not a patchbay admin listener"),
+        "{output}"
+    );
     drop(gateway);
     let mut gone = GatewayProcess::spawn_with(
         &["healthcheck"],

@@ -107,19 +107,25 @@ async fn a_closed_stdout_does_not_stop_the_gateway() {
         .local_addr()
         .unwrap()
         .port();
+    let errors = std::env::temp_dir().join(format!(
+        "patchbay-test-stderr-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_patchbay"))
         .env("PATCHBAY_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("PATCHBAY_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&errors).unwrap())
         .spawn()
         .unwrap();
+    let said = || std::fs::read_to_string(&errors).unwrap_or_default();
     drop(child.stdout.take());
     let url = format!("http://127.0.0.1:{port}/customers/sweetspot:cus_demo_alice");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(exit) = child.try_wait().unwrap() {
-            panic!("patchbay stopped: {exit}");
+            panic!("patchbay stopped: {exit}: {}", said());
         }
         let client = http_client();
         let attempt = tokio::time::timeout(
@@ -134,13 +140,62 @@ async fn a_closed_stdout_does_not_stop_the_gateway() {
         if let Ok(Ok(response)) = attempt {
             break response.status();
         }
-        assert!(Instant::now() < deadline, "never answered");
+        assert!(Instant::now() < deadline, "never answered: {}", said());
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(status, 200);
     assert!(child.try_wait().unwrap().is_none(), "still serving");
     let _ = child.kill();
     let _ = child.wait();
+    let _ = std::fs::remove_file(&errors);
+}
+
+#[test]
+fn a_port_in_use_is_named_with_the_setting_that_moves_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    for (setting, variable) in [
+        ("server.admin_listen", "PATCHBAY_SERVER__ADMIN_LISTEN"),
+        ("server.listen", "PATCHBAY_SERVER__LISTEN"),
+    ] {
+        let mut refused = GatewayProcess::spawn(&[("RUST_LOG", "info"), (variable, &port)]);
+        assert_eq!(refused.exit_code(), Some(1));
+        let output = refused.all_output();
+        assert!(
+            output.contains(&format!(
+                "cannot listen on {port} ({setting}, or {variable}): "
+            )) && output.contains("another process holds that port"),
+            "{output}"
+        );
+    }
+}
+
+#[test]
+fn the_banner_curls_carry_a_token_when_clients_are_configured() {
+    let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let clients = format!("[{{name=\"billing\",token_sha256=\"{hash}\"}}]");
+    for (env, token) in [
+        (vec![], false),
+        (vec![("PATCHBAY_CLIENTS", clients.as_str())], true),
+    ] {
+        let gateway = GatewayProcess::spawn(&env);
+        gateway.addr();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !gateway.all_output().contains("merge-patch+json") {
+            assert!(Instant::now() < deadline, "{}", gateway.all_output());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = gateway.all_output();
+        let curls: Vec<&str> = output.lines().filter(|l| l.contains("curl")).collect();
+        assert_eq!(curls.len(), 2, "{output}");
+        for curl in curls {
+            assert_eq!(
+                curl.contains("-H 'Authorization: Bearer <a client token>'"),
+                token,
+                "{output}"
+            );
+        }
+    }
 }
 
 #[test]

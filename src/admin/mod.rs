@@ -9,11 +9,25 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+
+/// What every probe answer names as its service.
+pub const SERVICE: &str = "patchbay";
+
+/// The body of `/livez` and `/readyz`: `{"status": "ready", "service": "patchbay", "listen": …}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Probe {
+    pub status: String,
+    pub service: String,
+    /// Where the canonical API of this gateway listens.
+    pub listen: SocketAddr,
+}
 
 /// What the probes report: ready once start-up is done, not ready from the moment a drain starts.
 #[derive(Default)]
@@ -45,8 +59,9 @@ impl Health {
     }
 }
 
-/// Serves the admin listener until the process ends.
-pub async fn serve(listener: TcpListener, gateway: Gateway, health: Arc<Health>) {
+/// Serves the admin listener until the process ends; `api` is where the canonical API listens, which
+/// the probes name so that `patchbay healthcheck` knows it asked this gateway.
+pub async fn serve(listener: TcpListener, gateway: Gateway, health: Arc<Health>, api: SocketAddr) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
@@ -62,7 +77,7 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, health: Arc<Health>)
         let (gateway, health) = (gateway.clone(), health.clone());
         let service = hyper::service::service_fn(move |request| {
             let (gateway, health) = (gateway.clone(), health.clone());
-            async move { Ok::<_, Infallible>(answer(request, &gateway, &health).await) }
+            async move { Ok::<_, Infallible>(answer(request, &gateway, &health, api).await) }
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
@@ -77,6 +92,7 @@ async fn answer<B>(
     request: Request<B>,
     gateway: &Gateway,
     health: &Health,
+    api: SocketAddr,
 ) -> Response<Full<Bytes>> {
     let method = request.method();
     let path = request.uri().path();
@@ -113,13 +129,19 @@ async fn answer<B>(
             );
             return problem_response(&problem);
         }
-        return status("ready");
+        return status("ready", api);
     }
-    status("live")
+    status("live", api)
 }
 
-fn status(status: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "status": status }).to_string();
+/// A probe's answer: the state, and which gateway says so.
+fn status(status: &str, api: SocketAddr) -> Response<Full<Bytes>> {
+    let body = Probe {
+        status: status.to_owned(),
+        service: SERVICE.to_owned(),
+        listen: api,
+    };
+    let body = serde_json::to_string(&body).expect("probes serialise");
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = StatusCode::OK;
     response
