@@ -5,7 +5,7 @@ use crate::providers;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -375,14 +375,17 @@ impl Config {
         }
     }
 
-    /// Extracts and validates, listing unknown keys, type errors and invalid values together.
+    /// Extracts and validates, listing unknown keys, type errors and invalid values together: a value
+    /// of the wrong type is reported and left at its default, so the checks of every other value still run.
     pub fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let raw: Value = figment
             .extract()
             .map_err(|e| ConfigError(e.into_iter().map(|e| e.to_string()).collect()))?;
         let known = serde_json::to_value(Config::default()).expect("defaults serialise");
-        unknown_keys(&raw, &known, "", &mut problems);
+        let mut unknown = Vec::new();
+        unknown_keys(&raw, &known, &mut Vec::new(), &mut unknown);
+        problems.extend(unknown.iter().map(|path| unknown_setting(path)));
         if let Some(Value::Object(providers)) = raw.get("providers") {
             for (name, settings) in providers {
                 let Some(settings) = settings.as_object() else {
@@ -403,27 +406,24 @@ impl Config {
                 }
             }
         }
-        match figment.extract::<Config>() {
-            Ok(mut config) => {
-                problems.extend(config.read_secret_files());
-                problems.extend(config.problems());
-                if problems.is_empty() {
-                    Ok(config)
-                } else {
-                    Err(ConfigError(problems))
-                }
-            }
-            Err(errors) => {
-                // serde stops at a struct's first bad value: try each setting on its own to find them all.
-                let mut bad = Vec::new();
-                leaf_errors(&raw, &known, "", &mut bad);
-                if bad.is_empty() {
-                    bad.extend(errors.into_iter().map(|e| e.to_string()));
-                }
-                problems.extend(bad);
-                problems.dedup();
-                Err(ConfigError(problems))
-            }
+        let mut typed = raw.clone();
+        for path in &unknown {
+            replace_at(&mut typed, path, None);
+        }
+        let (config, wrong) = extract_typed(figment, typed, &raw, &known);
+        problems.extend(wrong.iter().map(|(_, problem)| problem.clone()));
+        let Some(mut config) = config else {
+            return Err(ConfigError(problems));
+        };
+        let mut checks = config.read_secret_files();
+        checks.extend(config.problems());
+        // A value left at its default for its type error is not wrong a second time.
+        checks.retain(|check| !wrong.iter().any(|(path, _)| names(check, path)));
+        problems.extend(checks);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(problems))
         }
     }
 
@@ -611,7 +611,7 @@ impl Config {
             && !self.server.allow_unauthenticated
         {
             problems.push(format!(
-                "server.listen: {listen} is not a loopback address and no [[clients]] are configured, so anyone who reaches it could write to every provider: add [[clients]] (README, \"Callers\") or set server.allow_unauthenticated = true to serve it open on purpose"
+                "server.listen: {listen} is not a loopback address and no [[clients]] are configured, so anyone who reaches it could write to every provider: add [[clients]] (docs/rate-limits-and-callers.md, \"Clients\") or set server.allow_unauthenticated = true to serve it open on purpose"
             ));
         }
         let known: Vec<&str> = providers::all().iter().map(|p| p.name()).collect();
@@ -637,7 +637,7 @@ impl Config {
             }
             match client.token_sha256.as_ref().map(|hash| hash.expose()) {
                 None => problems.push(format!(
-                    "{at}.token_sha256: required (hex SHA-256 of the client's bearer token; README, \"Callers\")"
+                    "{at}.token_sha256: required (hex SHA-256 of the client's bearer token; docs/rate-limits-and-callers.md, \"Clients\")"
                 )),
                 Some(hash) if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
                     problems.push(format!(
@@ -759,7 +759,9 @@ fn sandbox_conflicts(figment: &Figment, operator: &Figment) -> Vec<String> {
         .unwrap_or(Value::Null);
     let mut conflicts = Vec::new();
     for (name, settings) in &providers {
-        let Some(settings) = settings.as_object() else {
+        // An unknown provider is reported as such.
+        let (Some(settings), false) = (settings.as_object(), built_in[name.as_str()].is_null())
+        else {
             continue;
         };
         let changed = |key: &str| {
@@ -776,29 +778,241 @@ fn sandbox_conflicts(figment: &Figment, operator: &Figment) -> Vec<String> {
     conflicts
 }
 
-/// The type errors of every known setting in `raw`, each found by extracting the defaults with that one
-/// setting changed.
-fn leaf_errors(raw: &Value, known: &Value, prefix: &str, problems: &mut Vec<String>) {
-    let (Value::Object(raw), Value::Object(known)) = (raw, known) else {
-        return;
+/// The configuration in `typed`, each value of the wrong type reported (with its dotted path) and put
+/// back to its default, one after another: serde stops at a struct's first bad value. `None` when one
+/// cannot be put back (a required member of a list entry), after the type errors found so far.
+fn extract_typed(
+    figment: &Figment,
+    mut typed: Value,
+    raw: &Value,
+    known: &Value,
+) -> (Option<Config>, Vec<(String, String)>) {
+    let mut wrong: Vec<(String, String)> = Vec::new();
+    let mut repaired: Vec<Vec<String>> = Vec::new();
+    loop {
+        let extracted = Figment::from(Serialized::defaults(figment_value(&typed))).extract();
+        let error = match extracted {
+            Ok(config) => return (Some(config), wrong),
+            Err(error) => error,
+        };
+        let path = error.path.clone();
+        if repaired.contains(&path) || repaired.len() > 256 {
+            return (None, wrong);
+        }
+        let dotted = dotted(&path);
+        let problem = type_problem(figment, &path, &error.kind, raw, known);
+        if !wrong.iter().any(|(_, said)| *said == problem) {
+            wrong.push((dotted, problem));
+        }
+        // Inside a list entry there is no default: a value of the expected kind stands in (the checks
+        // of that value are dropped below, it was reported already).
+        let default = value_at(known, &path)
+            .cloned()
+            .or_else(|| stand_in(&error.kind));
+        if !replace_at(&mut typed, &path, default) {
+            return (None, wrong);
+        }
+        repaired.push(path);
+    }
+}
+
+/// A value of the kind serde expected, for a wrong one that has no default.
+fn stand_in(kind: &figment::error::Kind) -> Option<Value> {
+    use figment::error::Kind;
+    let (Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected)) = kind else {
+        return None;
     };
-    for (key, value) in raw {
-        let Some(known_value) = known.get(key) else {
-            continue;
-        };
-        let path = match prefix {
-            "" => key.clone(),
-            _ => format!("{prefix}.{key}"),
-        };
-        if value.is_object() && known_value.is_object() {
-            leaf_errors(value, known_value, &path, problems);
-            continue;
+    let value = match expected.as_str() {
+        e if e.contains("bool") => Value::Bool(false),
+        e if e.starts_with('u') || e.starts_with('i') || e.contains("integer") => Value::from(1),
+        e if e.contains("sequence") => Value::Array(Vec::new()),
+        e if e.contains("struct") || e.contains("map") => Value::Object(Map::new()),
+        _ => Value::String(String::new()),
+    };
+    Some(value)
+}
+
+/// Whether `problem` is about the setting at `path` (or inside it).
+fn names(problem: &str, path: &str) -> bool {
+    problem
+        .strip_prefix(path)
+        .is_some_and(|rest| rest.starts_with([':', ' ', '.', '[']))
+}
+
+/// `clients.0.name` as the user writes it: `clients[0].name`.
+fn dotted(path: &[String]) -> String {
+    let mut text = String::new();
+    for key in path {
+        if key.parse::<usize>().is_ok() {
+            text.push_str(&format!("[{key}]"));
+        } else {
+            if !text.is_empty() {
+                text.push('.');
+            }
+            text.push_str(key);
         }
-        let alone = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Serialized::default(&path, figment_value(value)));
-        if let Err(errors) = alone.extract::<Config>() {
-            problems.extend(errors.into_iter().map(|e| e.to_string()));
+    }
+    text
+}
+
+fn unknown_setting(path: &[String]) -> String {
+    match path {
+        [providers, name] if providers == "providers" => {
+            let known: Vec<&str> = providers::all().iter().map(|p| p.name()).collect();
+            format!(
+                "providers.{name}: unknown provider; use one of: {}",
+                known.join(", ")
+            )
         }
+        _ => format!("{}: unknown setting", dotted(path)),
+    }
+}
+
+/// A value of the wrong type, said in the user's terms: the setting as written (and the variable it
+/// came from), the value, and what it must be.
+fn type_problem(
+    figment: &Figment,
+    path: &[String],
+    kind: &figment::error::Kind,
+    raw: &Value,
+    known: &Value,
+) -> String {
+    use figment::error::Kind;
+    let setting = dotted(path);
+    if let Kind::UnknownField(_, expected) = kind {
+        return format!(
+            "{setting}: unknown setting; the settings here are: {}",
+            expected.join(", ")
+        );
+    }
+    if let Kind::MissingField(field) = kind {
+        return format!("{setting}.{field}: required");
+    }
+    let from_env = figment
+        .find_metadata(&path.join("."))
+        .is_some_and(|metadata| metadata.name.contains("environment variable"));
+    let origin = match from_env {
+        true => format!(
+            " (from PATCHBAY_{})",
+            path.iter()
+                .map(|key| key.to_uppercase())
+                .collect::<Vec<_>>()
+                .join("__")
+        ),
+        false => String::new(),
+    };
+    let value = value_at(raw, path).map_or_else(|| "this value".to_owned(), shown);
+    let mut expected = expectation(path, kind, value_at(known, path));
+    if value_at(raw, path)
+        .and_then(Value::as_i64)
+        .is_some_and(|n| n < 0)
+    {
+        expected.push_str(", 0 or more");
+    }
+    format!("{setting}{origin}: {value} is not {expected}")
+}
+
+/// What a setting must be, in words: from the choices of a list of names, else from the kind of its
+/// default, else from what serde expected.
+fn expectation(path: &[String], kind: &figment::error::Kind, default: Option<&Value>) -> String {
+    use figment::error::Kind;
+    let name = path.last().map_or("", String::as_str);
+    if let Kind::UnknownVariant(_, choices) = kind {
+        return one_of(choices);
+    }
+    if name.ends_with("listen") {
+        return "an address and port, such as 127.0.0.1:8080".into();
+    }
+    let expected = match kind {
+        Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) => expected.as_str(),
+        _ => "",
+    };
+    let integer = [
+        "u8", "u16", "u32", "u64", "u128", "usize", "i32", "i64", "isize",
+    ];
+    let whole = integer
+        .iter()
+        .any(|int| expected == *int || expected.ends_with(&format!(" {int}")));
+    match default {
+        Some(Value::Number(_)) => whole_number(name),
+        _ if whole => whole_number(name),
+        Some(Value::Bool(_)) => "true or false".into(),
+        _ if expected.contains("bool") => "true or false".into(),
+        Some(Value::Array(_)) if name == "windows" => {
+            "a list of windows, such as [{ limit = 10, seconds = 60 }]".into()
+        }
+        Some(Value::Array(_)) => "a list".into(),
+        Some(Value::Object(_)) => "a table of settings".into(),
+        _ if name == "dir" || name.ends_with("_file") => "a path, as a string".into(),
+        _ if expected.contains("sequence") => "a list".into(),
+        _ if expected.contains("struct") || expected.contains("map") => {
+            "a table of settings".into()
+        }
+        _ => "a string".into(),
+    }
+}
+
+/// `"text" or "json"`, `"a", "b" or "c"`.
+fn one_of(choices: &[&str]) -> String {
+    let quoted: Vec<String> = choices.iter().map(|c| format!("\"{c}\"")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => "a known name".into(),
+    }
+}
+
+/// A whole number, with the unit a setting's name gives it.
+fn whole_number(name: &str) -> String {
+    let unit = [
+        ("_ms", " of milliseconds"),
+        ("_s", " of seconds"),
+        ("_bytes", " of bytes"),
+    ]
+    .into_iter()
+    .find(|(suffix, _)| name.ends_with(suffix))
+    .map_or("", |(_, unit)| unit);
+    format!("a whole number{unit}")
+}
+
+/// A value as it would be written in the file: strings quoted, long ones cut.
+fn shown(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(60) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+fn value_at<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |value, key| match value {
+        Value::Object(members) => members.get(key),
+        Value::Array(items) => items.get(key.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
+/// Sets the value at `path` (removes it with `None`); whether there was one to change.
+fn replace_at(value: &mut Value, path: &[String], new: Option<Value>) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let parent = parents.iter().try_fold(value, |value, key| match value {
+        Value::Object(members) => members.get_mut(key),
+        Value::Array(items) => items.get_mut(key.parse::<usize>().ok()?),
+        _ => None,
+    });
+    match (parent, new) {
+        (Some(Value::Object(members)), Some(new)) => members.insert(last.clone(), new).is_some(),
+        (Some(Value::Object(members)), None) => members.remove(last).is_some(),
+        (Some(Value::Array(items)), Some(new)) => match last.parse::<usize>() {
+            Ok(i) if i < items.len() => {
+                items[i] = new;
+                true
+            }
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -827,21 +1041,23 @@ fn figment_value(value: &Value) -> figment::value::Value {
     }
 }
 
-/// Collects the dotted paths present in `raw` but not in `known` (arrays are not descended into).
-fn unknown_keys(raw: &Value, known: &Value, prefix: &str, problems: &mut Vec<String>) {
+/// Collects the paths present in `raw` but not in `known` (arrays are not descended into).
+fn unknown_keys(
+    raw: &Value,
+    known: &Value,
+    prefix: &mut Vec<String>,
+    paths: &mut Vec<Vec<String>>,
+) {
     let (Value::Object(raw), Value::Object(known)) = (raw, known) else {
         return;
     };
     for (key, value) in raw {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
+        prefix.push(key.clone());
         match known.get(key) {
-            Some(known_value) => unknown_keys(value, known_value, &path, problems),
-            None => problems.push(format!("{path}: unknown setting")),
+            Some(known_value) => unknown_keys(value, known_value, prefix, paths),
+            None => paths.push(prefix.clone()),
         }
+        prefix.pop();
     }
 }
 
@@ -967,7 +1183,7 @@ mod tests {
         let all = err.0.join("\n");
         for expected in [
             "server.lisen: unknown setting",
-            "providers.mystery: unknown setting",
+            "providers.mystery: unknown provider; use one of: sweetspot, count, juice, sparklayer",
             "providers.juice.site_id: juice does not use this setting",
         ] {
             assert!(all.contains(expected), "{expected} missing from:\n{all}");
@@ -1000,6 +1216,43 @@ mod tests {
         assert!(!all.contains("upstream_timeout_ms"), "{all}");
         let workers = load("[server]\nworkers = 5000").unwrap_err().0.join("\n");
         assert!(workers.contains("server.workers: at most 256"), "{workers}");
+    }
+
+    #[test]
+    fn a_type_error_is_said_in_the_users_terms_and_hides_no_other_problem() {
+        let err = load(
+            r#"
+            server.listen = "nonsense"
+            log.format = "xml"
+            server.body_limit_bytes = -5
+            [providers.mystery]
+            base_url = "https://x"
+            [[clients]]
+            name = "billing"
+            token_sha256 = "not-a-hash"
+            rate_limit = { per_minute = 0 }
+            [[clients]]
+            name = "crm"
+            token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+            rate_limit = { per_minute = "lots" }
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.0,
+            [
+                "providers.mystery: unknown provider; use one of: sweetspot, count, juice, sparklayer",
+                "clients[1].rate_limit.per_minute: \"lots\" is not a whole number",
+                "log.format: \"xml\" is not \"text\" or \"json\"",
+                "server.body_limit_bytes: -5 is not a whole number of bytes, 0 or more",
+                "server.listen: \"nonsense\" is not an address and port, such as 127.0.0.1:8080",
+                "clients[0].token_sha256: 64 hex digits, the SHA-256 of the token (not the token itself)",
+                "clients[0].rate_limit: per_minute and burst must be more than 0",
+            ]
+        );
+        for leak in ["src/", "figment", "u64", "usize", "default."] {
+            assert!(!err.to_string().contains(leak), "{leak}: {err}");
+        }
     }
 
     #[test]

@@ -158,13 +158,26 @@ fn check_config_lists_every_problem_and_exits_2_or_0() {
         &["check-config"],
         &[
             ("PATCHBAY_SERVER__LISTEN", "nonsense"),
+            ("PATCHBAY_SERVER__UPSTREAM_TIMEOUT_MS", "ten seconds"),
             ("PATCHBAY_SERVER__WORKERS", "5000"),
             ("PATCHBAY_STATE__BACKEND", "file"),
         ],
     );
     assert_eq!(bad.exit_code(), Some(2));
     let output = bad.all_output();
-    assert!(output.contains("server.listen"), "{output}");
+    // Each type error names the setting and its variable, and hides none of the other problems.
+    for line in [
+        "  - server.listen (from PATCHBAY_SERVER__LISTEN): \"nonsense\" is not an address and port, such as 127.0.0.1:8080",
+        "  - server.upstream_timeout_ms (from PATCHBAY_SERVER__UPSTREAM_TIMEOUT_MS): \"ten seconds\" is not a whole number of milliseconds",
+        "  - server.workers: at most 256 serving runtimes (0: one per core), not 5000",
+        "  - state.dir: required when state.backend = \"file\" (a directory patchbay may create)",
+    ] {
+        assert!(output.lines().any(|l| l == line), "{line}\nmissing from:\n{output}");
+    }
+    assert!(
+        !output.contains("src/") && !output.contains("default."),
+        "{output}"
+    );
     assert!(!output.contains("patchbay ready"));
     let mut good = GatewayProcess::spawn_with(&["check-config"], &[]);
     assert_eq!(good.exit_code(), Some(0));
