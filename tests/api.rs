@@ -316,6 +316,41 @@ async fn sparklayer_address_patch_rewrites_the_list_and_external_ids_work() {
     assert!(patch["headers"].get("site-id").is_some());
 }
 
+/// A first contact by external id, racing a patch by the primary id: the write that learns, reading,
+/// whose customer it names takes that customer's lock and reads again, so neither change is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_contact_by_external_id_shares_the_primary_ids_lock() {
+    let h = std::sync::Arc::new(Harness::start().await);
+    // A token first, through another customer, so that nothing has taught the gateway JONES-001 yet.
+    assert_eq!(h.get("sparklayer:cu_demo_reed").await.status, 200);
+    h.fault("sparklayer", json!({"latency_ms": 300})).await;
+    let by_external = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let patch = json!({"shipping_address": {"city": "Whitby"}});
+            h.patch("sparklayer:JONES-001", &patch).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let patch = json!({"shipping_address": {"postal_code": "YO21 1AA"}});
+    let by_primary = h
+        .patch(&customer("sparklayer", SPARKLAYER_ID), &patch)
+        .await;
+    let by_external = by_external.await.unwrap();
+    assert_eq!(by_primary.status, 200, "{:?}", by_primary.body);
+    assert_eq!(by_external.status, 200, "{:?}", by_external.body);
+    h.clear_fault("sparklayer").await;
+    let after = h.get(&customer("sparklayer", SPARKLAYER_ID)).await.body;
+    assert_eq!(
+        (
+            &after["shipping_address"]["city"],
+            &after["shipping_address"]["postal_code"]
+        ),
+        (&json!("Whitby"), &json!("YO21 1AA")),
+        "{after}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_patches_of_one_customer_lose_no_update() {
     let h = std::sync::Arc::new(Harness::start().await);

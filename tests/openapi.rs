@@ -57,7 +57,7 @@ async fn the_served_document_is_the_committed_one() {
     let post = h.send(Method::POST, &h.url("/openapi.json"), &[], "").await;
     assert_eq!(
         (post.status.as_u16(), post.header("allow")),
-        (405, Some("GET"))
+        (405, Some("GET, HEAD"))
     );
 }
 

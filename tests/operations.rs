@@ -40,9 +40,17 @@ async fn the_admin_listener_answers_probes_and_quotas_on_its_own_port() {
         unknown.header("content-type"),
         Some("application/problem+json")
     );
-    let post = h.send(Method::POST, &h.admin_url("/livez"), &[], "").await;
-    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    // Every GET path answers HEAD alike, and any other method with the same `Allow`.
+    for path in ["/livez", "/readyz", "/metrics", "/quotas"] {
+        let head = h.send(Method::HEAD, &h.admin_url(path), &[], "").await;
+        assert_eq!(head.status, StatusCode::OK, "HEAD {path}");
+        let post = h.send(Method::POST, &h.admin_url(path), &[], "").await;
+        assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(post.header("allow"), Some("GET, HEAD"), "{path}");
+        assert_eq!(post.body["status"], 405, "{path}");
+    }
+    let head = h.send(Method::HEAD, &h.url("/openapi.json"), &[], "").await;
+    assert_eq!(head.status, StatusCode::OK);
 
     // Draining: not ready, still live.
     h.app.health().start_drain();

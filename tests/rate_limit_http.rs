@@ -298,7 +298,7 @@ async fn quotas_list_fingerprints_and_what_is_left_never_credentials() {
         .await;
     assert_eq!(
         (post.status.as_u16(), post.header("allow")),
-        (405, Some("GET"))
+        (405, Some("GET, HEAD"))
     );
 }
 

@@ -1,10 +1,12 @@
 //! The admin listener (`server.admin_listen`), on its own socket so that nothing of it is reachable
-//! through the canonical API's port: `GET /livez`, `GET /readyz`, `GET /metrics`, `GET /quotas`.
+//! through the canonical API's port: `GET /livez`, `GET /readyz`, `GET /metrics`, `GET /quotas`, each
+//! answering `HEAD` too. Its failures are answered by the gateway's rescue, like the API's.
 
-use crate::canonical::{Problem, ProblemKind};
-use crate::gateway::{problem_response, Gateway};
+mod quotas;
+
+use crate::gateway::{rescue, BoxError, Gateway, NotReady, RouteError};
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::server::conn::http1;
@@ -94,44 +96,49 @@ async fn answer<B>(
     health: &Health,
     api: SocketAddr,
 ) -> Response<Full<Bytes>> {
+    route(request, gateway, health, api)
+        .await
+        .unwrap_or_else(rescue)
+}
+
+async fn route<B>(
+    request: Request<B>,
+    gateway: &Gateway,
+    health: &Health,
+    api: SocketAddr,
+) -> Result<Response<Full<Bytes>>, BoxError> {
     let method = request.method();
     let path = request.uri().path();
-    if path == "/quotas" {
-        return gateway.quotas(method).await;
-    }
-    if !matches!(path, "/livez" | "/readyz" | "/metrics") {
+    if !matches!(path, "/livez" | "/readyz" | "/metrics" | "/quotas") {
         let detail =
             format!("no such admin endpoint: {path} (try /livez, /readyz, /metrics, /quotas)");
-        return problem_response(&Problem::new(ProblemKind::NotFound, detail));
+        return Err(RouteError::NotFound(detail).into());
     }
     if method != Method::GET && method != Method::HEAD {
-        let detail = format!("{path} answers GET only");
-        let mut response = problem_response(&Problem::new(ProblemKind::MethodNotAllowed, detail));
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
-    }
-    if path == "/metrics" {
-        gateway.record_remaining().await;
-        let mut response = Response::new(Full::new(Bytes::from(crate::metrics::encode())));
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-        );
-        return response;
-    }
-    if path == "/readyz" {
-        if let Some(reason) = health.not_ready(gateway).await {
-            let problem = Problem::new(
-                ProblemKind::ServiceUnavailable,
-                format!("not ready: {reason}"),
-            );
-            return problem_response(&problem);
+        let method = method.clone();
+        return Err(RouteError::Method {
+            method,
+            allow: "GET, HEAD",
         }
-        return status("ready", api);
+        .into());
     }
-    status("live", api)
+    match path {
+        "/quotas" => quotas::quotas(gateway).await,
+        "/metrics" => {
+            gateway.record_remaining().await;
+            let mut response = Response::new(Full::new(Bytes::from(crate::metrics::encode())));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            Ok(response)
+        }
+        "/readyz" => match health.not_ready(gateway).await {
+            Some(reason) => Err(NotReady(reason).into()),
+            None => Ok(status("ready", api)),
+        },
+        _ => Ok(status("live", api)),
+    }
 }
 
 /// A probe's answer: the state, and which gateway says so.

@@ -1,8 +1,8 @@
 //! The access line: one per request at info (`patchbay::access`, so `RUST_LOG=info,patchbay::access=off`
-//! turns it off), written here by hand in the shape of the other log lines, text or JSON. Through
-//! tracing's formatter a line cost ~12 k instructions, a seventh of a request (benches/README.md).
-//! Lines are gathered and written to standard output together, at most [`FLUSH_INTERVAL`] after they
-//! were made (sooner when [`FLUSH_BYTES`] are waiting): a `write` per line cost ~13 % of throughput.
+//! turns it off), written here by hand in the shape of the other log lines, text or JSON: tracing's
+//! formatter is a large share of a request's work (benches/README.md). Lines are gathered and written
+//! to standard output together, at most [`FLUSH_INTERVAL`] after they were made (sooner when
+//! [`FLUSH_BYTES`] are waiting): a `write` per line is a syscall per request.
 
 use std::cell::RefCell;
 use std::io::Write as _;

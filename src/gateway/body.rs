@@ -2,8 +2,8 @@
 //! length is declared), arriving within `server.body_timeout_ms` (408, and the connection closed),
 //! holding one UTF-8 JSON object without duplicate keys (400). A GET's body is not read.
 
-use super::route::Routed;
-use super::{BoxError, BoxFuture};
+use super::call::Routed;
+use super::error::{BoxError, BoxFuture};
 use crate::canonical::parse_object;
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;

@@ -5,9 +5,9 @@
 //! With no clients configured nobody is asked (the listener is then loopback-only unless
 //! `server.allow_unauthenticated`).
 
+use super::call::Routed;
 use super::client_quota::{CallerQuotas, ClientQuotas};
-use super::route::Routed;
-use super::BoxError;
+use super::error::BoxError;
 use crate::config::ClientConfig;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, Request};

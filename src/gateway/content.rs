@@ -2,8 +2,8 @@
 //! `charset=utf-8` allowed, and no `Content-Encoding` but `identity` (415 otherwise). A GET has no body
 //! to check.
 
-use super::route::Routed;
-use super::BoxError;
+use super::call::Routed;
+use super::error::BoxError;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, Method};
 use tower::filter::Predicate;

@@ -3,127 +3,18 @@
 //! and the provider's answer translated back. What the provider answered, when it is not a customer,
 //! goes up as a [`ProviderAnswered`] for the rescue to read.
 
-use super::locks::KeyedLocks;
-use super::rate_limit::RateLimiter;
-use super::{BoxError, BoxFuture};
-use crate::canonical::{Customer, CustomerPatch, FieldError};
-use crate::providers::{Provider, Record, UpstreamRequest};
-use crate::upstream::{CallBudget, Client, Response, Upstream, UpstreamCall};
-use bytes::Bytes;
-use http::header::{HeaderName, CONTENT_TYPE};
+use super::call::{Answer, CustomerCall, Op};
+use super::error::{BoxError, BoxFuture};
+use super::provider::ProviderRuntime;
+use crate::canonical::{CustomerPatch, FieldError};
+use crate::providers::{Record, UpstreamRequest};
+use crate::upstream::{CallBudget, Client, Response, UpstreamCall};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use http_body_util::Full;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 use tower::{Service, ServiceExt};
-
-/// One provider, as every serving runtime shares it: dialect, credentials, rate limiter and locks.
-pub(crate) struct ProviderRuntime {
-    /// Its place among the gateway's providers, and so among each runtime's clients.
-    pub index: usize,
-    pub dialect: Box<dyn Provider>,
-    /// `None`: no credentials and no sandbox, so the provider answers 503.
-    pub upstream: Option<Arc<Upstream>>,
-    /// The credential's rate limit (present with the upstream).
-    pub limiter: Option<Arc<RateLimiter>>,
-    /// Settings that would enable a disabled provider, for its 503.
-    pub missing: Vec<&'static str>,
-    pub locks: KeyedLocks,
-    /// Ids the caller used that are not the record's primary id (external ids), learned from
-    /// answers, so that both names of one customer share one lock.
-    pub aliases: moka::sync::Cache<String, String>,
-    /// `Retry-After` for a provider 429 that names no time: the shortest configured window, else 60.
-    pub fallback_retry_after: u64,
-}
-
-impl ProviderRuntime {
-    pub fn name(&self) -> &'static str {
-        self.dialect.name()
-    }
-
-    /// The name a customer's lock goes by: its primary id once an answer told it.
-    pub fn lock_key(&self, id: &str) -> String {
-        self.aliases.get(id).unwrap_or_else(|| id.to_owned())
-    }
-}
-
-/// What a request asks of its customer, once checked.
-pub(crate) enum Op {
-    /// The current customer: a GET, or a patch that leaves nothing to write.
-    Read,
-    /// A validated, restricted, non-empty patch.
-    Write(Box<CustomerPatch>),
-}
-
-/// A request past the checks: which customer, what to do, and what its upstream calls carry.
-pub(crate) struct CustomerCall {
-    pub provider: Arc<ProviderRuntime>,
-    pub id: String,
-    pub op: Op,
-    pub idempotency_key: Option<HeaderValue>,
-    /// With `Prefer: handling=lenient`: the canonical paths that were skipped.
-    pub lenient: Option<Vec<String>>,
-    /// Set by the rate limiter: what every upstream call spends from.
-    pub budget: Option<Arc<dyn CallBudget>>,
-    /// Where the access log reads how many upstream calls the request made, when it is on.
-    pub calls: Option<super::record::CallCount>,
-    /// The client that sent it, when `[[clients]]` are configured.
-    pub caller: Option<Arc<super::callers::Caller>>,
-    /// A PATCH's `Idempotency-Key` record, until the idempotency layer takes it.
-    pub keyed: Option<super::idempotency::Keyed>,
-}
-
-impl CustomerCall {
-    /// Whether this call must wait for other writes of the same customer.
-    pub fn serialises(&self) -> bool {
-        match &self.op {
-            Op::Read => false,
-            Op::Write(patch) => self.provider.dialect.serialise_write(patch),
-        }
-    }
-
-    /// The upstream calls it plans, token calls aside: one, or two for a read-merge-write.
-    pub fn planned_calls(&self) -> u32 {
-        match &self.op {
-            Op::Read => 1,
-            Op::Write(patch) => 1 + u32::from(self.provider.dialect.needs_current(patch)),
-        }
-    }
-}
-
-/// The canonical answer on its way out, with the headers layers add to it.
-pub(crate) struct Answer {
-    pub customer: Customer,
-    pub lenient: Option<Vec<String>>,
-    pub headers: HeaderMap,
-}
-
-impl Answer {
-    /// 200 with the canonical customer; in lenient mode, what was applied and what was skipped.
-    pub fn into_response(self) -> http::Response<Full<Bytes>> {
-        // A customer is a few hundred bytes: one allocation instead of growing from 128.
-        let mut body = Vec::with_capacity(1024);
-        serde_json::to_writer(&mut body, &self.customer).expect("customers serialise");
-        let mut response = http::Response::new(Full::new(Bytes::from(body)));
-        let headers = response.headers_mut();
-        *headers = self.headers;
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(skipped) = self.lenient {
-            headers.insert(
-                HeaderName::from_static("preference-applied"),
-                HeaderValue::from_static("handling=lenient"),
-            );
-            if !skipped.is_empty() {
-                if let Ok(value) = HeaderValue::from_str(&skipped.join(", ")) {
-                    headers.insert(HeaderName::from_static("patchbay-skipped"), value);
-                }
-            }
-        }
-        response
-    }
-}
 
 /// A provider answered, and not with a customer: its status and what its error body said.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +44,14 @@ pub(crate) struct NotARecord {
 pub(crate) struct MergeRefused {
     pub provider: &'static str,
     pub errors: Vec<FieldError>,
+}
+
+/// A read-merge-write read a customer first contacted by another name (an external id): its lock must
+/// be held by the primary id the record gave, and the write read again under it.
+#[derive(Debug, thiserror::Error)]
+#[error("the customer's primary id is {primary}: its lock is needed")]
+pub(crate) struct NeedsLock {
+    pub primary: String,
 }
 
 /// An upstream call failed without an answer: which provider, and why.
@@ -194,6 +93,7 @@ impl Service<CustomerCall> for CustomerService {
                 client,
                 idempotency_key: call.idempotency_key,
                 budget: call.budget,
+                locked: call.locked.as_deref(),
             };
             let record = match &call.op {
                 Op::Read => flow.read(&call.id).await?,
@@ -214,6 +114,8 @@ struct Flow<'a> {
     client: Client,
     idempotency_key: Option<HeaderValue>,
     budget: Option<Arc<dyn CallBudget>>,
+    /// The customer's lock this call holds, by name.
+    locked: Option<&'a str>,
 }
 
 impl Flow<'_> {
@@ -249,15 +151,12 @@ impl Flow<'_> {
     async fn write(&self, id: &str, patch: &CustomerPatch) -> Result<Record, BoxError> {
         let provider = self.provider;
         let current = if provider.dialect.needs_current(patch) {
-            let key = provider.lock_key(id);
-            let mut record = self.read(id).await?;
-            if let Some(primary) = provider.dialect.record_id(&record).filter(|p| *p != key) {
-                // First contact through another name: hold the primary id's lock too, and read again
-                // under it (an unplanned call), since a patch through the primary id may have written
-                // in between.
-                let _primary = provider.locks.lock(&primary).await;
-                record = self.read(id).await?;
-                return self.write_over(id, patch, Some(record)).await;
+            let record = self.read(id).await?;
+            let primary = provider.dialect.record_id(&record);
+            if let (Some(locked), Some(primary)) = (self.locked, primary) {
+                if primary != locked {
+                    return Err(NeedsLock { primary }.into());
+                }
             }
             Some(record)
         } else {

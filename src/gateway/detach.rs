@@ -1,11 +1,11 @@
-//! Detach: a write that serialises with others of its customer runs as its own task, so that a caller
-//! who hangs up cannot cut it short. Dropped halfway, it could release the customer's lock with its
-//! write still in flight, and a concurrent read-merge-write would then read a record about to change.
-//! Reads and writes that hold no lock stay in the caller's task: cut short, they leave nothing
-//! half-guarded.
+//! Detach: a call that must outlive its caller ([`CustomerCall::outlives_caller`]: a serialised write, a
+//! keyed PATCH) runs as its own task, tracked so that shutdown waits for it. Dropped halfway, a
+//! serialised write could free its customer's lock with its write still in flight, and a keyed one
+//! leave its write done and its record not kept. Other calls stay in the caller's task: cut short,
+//! they leave nothing half-done. The one place the request path spawns.
 
-use super::customer::{Answer, CustomerCall};
-use super::BoxError;
+use super::call::CustomerCall;
+use super::error::BoxError;
 use futures_util::future::{Either, Map};
 use futures_util::FutureExt;
 use std::task::{Context, Poll};
@@ -13,7 +13,7 @@ use tokio::task::{JoinError, JoinHandle};
 use tokio_util::task::TaskTracker;
 use tower::{Layer, Service, ServiceExt};
 
-/// The detached write's task ended without an answer (it panicked).
+/// The detached call's task ended without an answer (it panicked).
 #[derive(Debug, thiserror::Error)]
 #[error("a write task failed: {0}")]
 pub(crate) struct WriteTaskFailed(String);
@@ -47,32 +47,34 @@ pub(crate) struct Detach<S> {
     inner: S,
 }
 
+type Joined<R> = fn(Result<Result<R, BoxError>, JoinError>) -> Result<R, BoxError>;
+
 impl<S> Service<CustomerCall> for Detach<S>
 where
-    S: Service<CustomerCall, Response = Answer, Error = BoxError> + Clone + Send + 'static,
+    S: Service<CustomerCall, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send,
+    S::Response: Send + 'static,
 {
-    type Response = Answer;
+    type Response = S::Response;
     type Error = BoxError;
-    type Future = Either<S::Future, Map<JoinHandle<Result<Answer, BoxError>>, Joined>>;
+    type Future =
+        Either<S::Future, Map<JoinHandle<Result<S::Response, BoxError>>, Joined<S::Response>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, call: CustomerCall) -> Self::Future {
-        if !call.serialises() {
+        if !call.outlives_caller() {
             return Either::Left(self.inner.call(call));
         }
         let task = self.writes.spawn(self.inner.clone().oneshot(call));
-        Either::Right(task.map(joined))
+        Either::Right(task.map(joined::<S::Response>))
     }
 }
 
-type Joined = fn(Result<Result<Answer, BoxError>, JoinError>) -> Result<Answer, BoxError>;
-
-/// The write task's answer, or why it has none.
-fn joined(result: Result<Result<Answer, BoxError>, JoinError>) -> Result<Answer, BoxError> {
+/// The task's answer, or why it has none.
+fn joined<R>(result: Result<Result<R, BoxError>, JoinError>) -> Result<R, BoxError> {
     result.unwrap_or_else(|error| {
         tracing::error!(%error, "a write task failed");
         Err(WriteTaskFailed(error.to_string()).into())

@@ -1,8 +1,8 @@
 //! `GET /openapi.json`: the canonical API's OpenAPI 3.1 document (`openapi.json` beside this file,
 //! kept in step with the code by `tests/openapi.rs`). Any other path goes on down the stack.
 
+use super::error::BoxError;
 use super::route::RouteError;
-use super::BoxError;
 use bytes::Bytes;
 use futures_util::future::{ready, Either, Ready};
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -47,9 +47,12 @@ where
             return Either::Right(self.inner.call(request));
         }
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            return Either::Left(ready(Err(
-                RouteError::OnlyGet(request.method().clone()).into()
-            )));
+            let method = request.method().clone();
+            let refused = RouteError::Method {
+                method,
+                allow: "GET, HEAD",
+            };
+            return Either::Left(ready(Err(refused.into())));
         }
         let mut response = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
         response

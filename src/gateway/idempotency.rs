@@ -7,12 +7,12 @@
 //!
 //! Records live in this process (moka, at most `idempotency.max_entries`) or, with
 //! `state.backend = "redis"`, in Redis, where every replica finds them; a request in flight holds the
-//! record's lock there. A keyed request runs as its own task: a caller that hangs up after sending it
-//! cannot leave a write done and unrecorded.
+//! record's lock there. A keyed request runs detached (the layer above): a caller that hangs up after
+//! sending it cannot leave a write done and unrecorded. How a failure becomes the answer stored is the
+//! rescue's say, handed to this layer as its renderer.
 
-use super::customer::{Answer, CustomerCall};
-use super::rescue;
-use super::{BoxError, BoxFuture};
+use super::call::{Answer, CustomerCall};
+use super::error::{BoxError, BoxFuture};
 use crate::state::{Lock, StateError, Store};
 use bytes::Bytes;
 use futures_util::future::{Either, Map};
@@ -25,10 +25,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio_util::task::TaskTracker;
 use tower::{Layer, Service, ServiceExt};
 
-/// What a keyed request carries to this layer: whose key, and what was asked.
+/// What a keyed request carries to this layer in its extensions: whose key, and what was asked.
+#[derive(Clone)]
 pub(crate) struct Keyed {
     /// SHA-256 of client name and key: the record's name.
     scope: String,
@@ -121,8 +121,6 @@ pub(crate) enum KeyError {
         "a request with this Idempotency-Key is still in progress; retry once it has been answered"
     )]
     InFlight,
-    #[error("the keyed request's task failed: {0}")]
-    Task(String),
 }
 
 /// What the canonical API answers: a customer, or an answer already rendered (stored, or replayed).
@@ -306,16 +304,18 @@ impl Records {
     }
 }
 
+/// How a failure becomes an answer (the rescue's): what a keyed request stores when it failed.
+pub(crate) type Render = fn(BoxError) -> Response<Full<Bytes>>;
+
 #[derive(Clone)]
 pub(crate) struct IdempotencyLayer {
     records: Arc<Records>,
-    writes: TaskTracker,
+    render: Render,
 }
 
 impl IdempotencyLayer {
-    /// Keyed requests run as tasks tracked in `writes`, which shutdown waits for.
-    pub fn new(records: Arc<Records>, writes: TaskTracker) -> IdempotencyLayer {
-        IdempotencyLayer { records, writes }
+    pub fn new(records: Arc<Records>, render: Render) -> IdempotencyLayer {
+        IdempotencyLayer { records, render }
     }
 }
 
@@ -325,7 +325,7 @@ impl<S> Layer<S> for IdempotencyLayer {
     fn layer(&self, inner: S) -> Idempotency<S> {
         Idempotency {
             records: self.records.clone(),
-            writes: self.writes.clone(),
+            render: self.render,
             inner,
         }
     }
@@ -334,7 +334,7 @@ impl<S> Layer<S> for IdempotencyLayer {
 #[derive(Clone)]
 pub(crate) struct Idempotency<S> {
     records: Arc<Records>,
-    writes: TaskTracker,
+    render: Render,
     inner: S,
 }
 
@@ -354,13 +354,14 @@ where
     }
 
     fn call(&mut self, mut call: CustomerCall) -> Self::Future {
-        let Some(keyed) = call.keyed.take() else {
+        let Some(keyed) = call.extensions.remove::<Keyed>() else {
             let answered: Answered = |result| result.map(Reply::Answer);
             return Either::Left(self.inner.call(call).map(answered));
         };
         let records = self.records.clone();
         let inner = self.inner.clone();
-        let task = self.writes.spawn(async move {
+        let render = self.render;
+        Either::Right(Box::pin(async move {
             let claim = match records.begin(&keyed.scope).await? {
                 Begin::Replay(stored) if stored.fingerprint == keyed.fingerprint => {
                     crate::metrics::idempotency_request("replayed");
@@ -378,7 +379,7 @@ where
             };
             let response = match records.hold(&claim, inner.oneshot(call)).await {
                 Ok(answer) => answer.into_response(),
-                Err(error) => rescue::rescue(error),
+                Err(error) => render(error),
             };
             let (head, body) = response.into_parts();
             let body = http_body_util::BodyExt::collect(body)
@@ -396,11 +397,7 @@ where
                     records.release(claim).await
                 }
             }
-            Ok::<_, BoxError>(Reply::Rendered(response))
-        });
-        Either::Right(Box::pin(async move {
-            task.await
-                .unwrap_or_else(|error| Err(KeyError::Task(error.to_string()).into()))
+            Ok(Reply::Rendered(response))
         }))
     }
 }

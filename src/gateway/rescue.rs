@@ -1,6 +1,7 @@
-//! The rescue: the one place an error becomes an HTTP answer. Layers fail with small typed errors,
-//! erased to [`BoxError`] on the way up; here each is found again by its type anywhere in the chain
-//! ([`cause`], linkerd's `is_caused_by`) and given its status and problem+json body. No other code
+//! The rescue: the one place an error becomes an HTTP answer, for the canonical API and the admin
+//! listener alike. Layers fail with small typed errors, erased to [`BoxError`] on the way up; here each
+//! is found again by its type anywhere in the chain ([`cause`]) and given its status, its headers
+//! (`Allow`, `Retry-After`, `WWW-Authenticate`, the quota's) and its problem+json body. No other code
 //! picks a status for a failure.
 
 use super::body::BodyError;
@@ -9,11 +10,13 @@ use super::client_quota::ClientLimited;
 use super::content::UnsupportedMediaType;
 use super::customer::{CallFailed, MergeRefused, NotARecord, ProviderAnswered};
 use super::detach::WriteTaskFailed;
+use super::error::{cause, BoxError};
 use super::idempotency::KeyError;
-use super::rate_limit::{RateLimitError, WithQuota};
+use super::limit::WithQuota;
+use super::operations::NotReady;
+use super::rate_limit::RateLimitError;
 use super::route::RouteError;
 use super::validate::{BadIdempotencyKey, Invalid};
-use super::BoxError;
 use crate::canonical::{FieldError, Problem, ProblemKind};
 use crate::state::StateError;
 use crate::upstream::{CallError, CredentialsRefused};
@@ -29,16 +32,6 @@ use std::future::Ready;
 use std::task::{ready, Context, Poll};
 use tower::timeout::error::Elapsed;
 use tower::{Layer, Service};
-
-/// The first error of type `T` in `error`'s chain of sources, itself included.
-pub(crate) fn cause<'a, T: Error + 'static>(mut error: &'a (dyn Error + 'static)) -> Option<&'a T> {
-    loop {
-        if let Some(found) = error.downcast_ref::<T>() {
-            return Some(found);
-        }
-        error = error.source()?;
-    }
-}
 
 /// The rescue as a layer of the stack: below it every failure is an error, above it an answer.
 #[derive(Clone, Copy, Default)]
@@ -122,10 +115,10 @@ pub(crate) fn rescue(error: BoxError) -> Response<Full<Bytes>> {
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    if let Some(RouteError::OnlyGet(_)) = cause::<RouteError>(error) {
+    if let Some(RouteError::Method { allow, .. }) = cause::<RouteError>(error) {
         response
             .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET"));
+            .insert(ALLOW, HeaderValue::from_static(allow));
     }
     if let Some(refused) = cause::<CallerError>(error) {
         let challenge = match refused {
@@ -148,7 +141,7 @@ pub(crate) fn rescue(error: BoxError) -> Response<Full<Bytes>> {
     response
 }
 
-/// A problem as `application/problem+json`, with `Allow` on a 405 and `Retry-After` on a 429.
+/// A problem as `application/problem+json`, with `Retry-After` on a 429.
 pub(crate) fn render(problem: &Problem) -> Response<Full<Bytes>> {
     let body = Bytes::from(problem.to_bytes());
     let mut response = Response::new(Full::new(body));
@@ -159,9 +152,6 @@ pub(crate) fn render(problem: &Problem) -> Response<Full<Bytes>> {
         CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
-    if problem.kind == ProblemKind::MethodNotAllowed {
-        headers.insert(ALLOW, HeaderValue::from_static("GET, PATCH"));
-    }
     if let Some(seconds) = problem.retry_after {
         headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
@@ -170,13 +160,17 @@ pub(crate) fn render(problem: &Problem) -> Response<Full<Bytes>> {
 
 /// The status table: which problem each failure is.
 fn problem(error: &(dyn Error + 'static)) -> Problem {
+    // The admin listener's readiness probe.
+    if let Some(not_ready) = cause::<NotReady>(error) {
+        return Problem::new(ProblemKind::ServiceUnavailable, not_ready.to_string());
+    }
     // Checks 1–3.
     if let Some(route) = cause::<RouteError>(error) {
         let kind = match route {
             RouteError::Host(_) => ProblemKind::BadRequest,
-            RouteError::NoRoute | RouteError::UnknownProvider(_) => ProblemKind::NotFound,
+            RouteError::NotFound(_) | RouteError::UnknownProvider(_) => ProblemKind::NotFound,
             RouteError::NotConfigured { .. } => ProblemKind::ServiceUnavailable,
-            RouteError::Method(_) | RouteError::OnlyGet(_) => ProblemKind::MethodNotAllowed,
+            RouteError::Method { .. } => ProblemKind::MethodNotAllowed,
             RouteError::InvalidId { message, .. } => {
                 return Problem::new(ProblemKind::BadRequest, route.to_string())
                     .with_errors(vec![FieldError::new("id", message.clone())]);
@@ -215,7 +209,6 @@ fn problem(error: &(dyn Error + 'static)) -> Problem {
         let kind = match key {
             KeyError::Reused => ProblemKind::Unprocessable,
             KeyError::InFlight => ProblemKind::Conflict,
-            KeyError::Task(_) => ProblemKind::Internal,
         };
         return Problem::new(kind, key.to_string());
     }

@@ -2,11 +2,11 @@
 //! (503), the method is GET or PATCH (405), and the id is one the provider could have (400). What passes
 //! goes on as a [`Routed`] request: the caller's head and body, the provider, the id as sent upstream.
 
-use super::customer::ProviderRuntime;
+use super::call::Routed;
+use super::error::BoxError;
+use super::provider::ProviderRuntime;
 use super::request::customer_path;
-use super::BoxError;
 use http::header::HOST;
-use http::request::Parts;
 use http::{Method, Request, Version};
 use std::sync::Arc;
 use tower::filter::Predicate;
@@ -16,8 +16,9 @@ use tower::filter::Predicate;
 pub(crate) enum RouteError {
     #[error("an HTTP/1.1 request carries exactly one Host header; this one has {0}")]
     Host(usize),
-    #[error("no such route: the API is GET and PATCH /customers/{{provider}}:{{id}}")]
-    NoRoute,
+    /// No such path; the text says which there are.
+    #[error("{0}")]
+    NotFound(String),
     #[error("unknown provider; use one of: {0}")]
     UnknownProvider(String),
     #[error("provider not configured: set providers.{provider}.{missing} (or enable the sandbox)")]
@@ -25,10 +26,9 @@ pub(crate) enum RouteError {
         provider: &'static str,
         missing: String,
     },
-    #[error("{0} is not supported here: use GET or PATCH")]
-    Method(Method),
-    #[error("{0} is not supported here: use GET")]
-    OnlyGet(Method),
+    /// A method the path does not answer; `allow` is what it does (its `Allow` header).
+    #[error("{method} is not supported here: use {allow}")]
+    Method { method: Method, allow: &'static str },
     #[error("invalid {provider} id: {message}")]
     InvalidId {
         provider: &'static str,
@@ -36,14 +36,7 @@ pub(crate) enum RouteError {
     },
 }
 
-/// A request that names a customer: the caller's head, its body, and which customer.
-pub(crate) struct Routed<B> {
-    pub head: Parts,
-    pub body: B,
-    pub provider: Arc<ProviderRuntime>,
-    /// The id as the provider is sent it (e.g. a lower-cased UUID).
-    pub id: String,
-}
+const NO_ROUTE: &str = "no such route: the API is GET and PATCH /customers/{provider}:{id}";
 
 /// The routing check (a `tower::filter` predicate): the gateway's providers, in the order of the
 /// route's error message.
@@ -63,7 +56,8 @@ impl Route {
         if head.version == Version::HTTP_11 && hosts != 1 {
             return Err(RouteError::Host(hosts));
         }
-        let target = customer_path(head.uri.path()).ok_or(RouteError::NoRoute)?;
+        let target =
+            customer_path(head.uri.path()).ok_or_else(|| RouteError::NotFound(NO_ROUTE.into()))?;
         let provider = self
             .providers
             .iter()
@@ -81,7 +75,10 @@ impl Route {
             });
         }
         if head.method != Method::GET && head.method != Method::PATCH {
-            return Err(RouteError::Method(head.method));
+            return Err(RouteError::Method {
+                method: head.method,
+                allow: "GET, PATCH",
+            });
         }
         let id = target
             .id

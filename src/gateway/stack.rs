@@ -3,19 +3,21 @@
 //! Nothing reaches a provider before the last service.
 
 use super::body::JsonBodyLayer;
+use super::build::Gateway;
+use super::call::{Answer, CustomerCall};
 use super::callers::{Authorize, IdentifyLayer};
 use super::content::ContentType;
-use super::customer::{Answer, CustomerCall, CustomerService};
+use super::customer::CustomerService;
 use super::customer_lock::CustomerLockLayer;
 use super::detach::DetachLayer;
 use super::document::DocumentLayer;
+use super::error::BoxError;
 use super::idempotency::{IdempotencyLayer, Reply};
-use super::rate_limit::RateLimitLayer;
-use super::record::RecordLayer;
+use super::limit::RateLimitLayer;
+use super::metrics::MetricsLayer;
 use super::rescue::{self, RescueLayer};
 use super::route::Route;
 use super::validate::Validate;
-use super::{BoxError, Gateway};
 use crate::upstream::Client;
 use bytes::Bytes;
 use http::header::{HeaderValue, AUTHORIZATION, COOKIE};
@@ -81,8 +83,8 @@ where
         ]))
         // The caller's `X-Request-Id`, or a new UUID, set before the span that records it.
         .layer(SetRequestIdLayer::x_request_id(NewRequestId))
-        // One span per request: method, route, provider, status, latency; never bodies or headers.
-        // Only when the log filter records it: a span nobody records still cost ~1.2 k instructions.
+        // One span per request (method, route, provider, status, latency; never bodies or headers),
+        // only when the log filter records debug: a span nobody reads is not free.
         .option_layer(tracing::enabled!(tracing::Level::DEBUG).then(|| {
             ServiceBuilder::new()
                 .map_response(one_body_type)
@@ -101,16 +103,17 @@ where
         .layer(PropagateRequestIdLayer::x_request_id())
         // Who is calling, read from the bearer token for the metrics and logs; enforced at check 4.
         .layer(IdentifyLayer::new(shared.callers.clone()))
-        // Metrics: every answer's provider, client, method, status and latency, a panic's 500 included.
-        .layer(RecordLayer::new(shared.names.clone()))
+        // Metrics of every answer (provider, client, method, status, latency), a panic's 500 included,
+        // and the access line, with the upstream calls the request made.
+        .layer(MetricsLayer::new(shared.names.clone()))
         // A panic below answers 500 problem+json; the connection and the process keep serving.
         .layer(CatchPanicLayer::custom(rescue::panicked))
         // The rescue: every error below becomes its problem+json answer here, and only here.
         .layer(RescueLayer)
         // `GET /openapi.json`: the canonical API's OpenAPI document.
         .layer(DocumentLayer)
-        // The canonical customer as JSON, with the lenient and rate-limit headers layers added, or an
-        // answer the idempotency layer rendered.
+        // The canonical customer as JSON, with the headers layers added, or an answer the idempotency
+        // layer rendered.
         .map_response(Reply::into_response)
         // Checks 1–3: one Host (400), a customer path of a known (404), configured (503) provider,
         // GET or PATCH (405), an id the provider could have (400).
@@ -123,17 +126,20 @@ where
         .layer(JsonBodyLayer::new(shared.body_limit, shared.body_timeout))
         // Checks 8–9: a valid canonical patch, of what this provider can store (422; lenient skips).
         .filter(Validate::new(shared.names.clone()))
-        // A PATCH with an `Idempotency-Key`: its stored answer again, or run once and recorded.
+        // The one spawn: a serialised write or a keyed PATCH runs as its own task, to its end, even if
+        // its caller hangs up; shutdown waits for these tasks.
+        .layer(DetachLayer::new(shared.writes.clone()))
+        // A PATCH with an `Idempotency-Key`: its stored answer again, or run once and recorded (a
+        // failure recorded as the rescue renders it).
         .layer(IdempotencyLayer::new(
             shared.idempotency.clone(),
-            shared.writes.clone(),
+            rescue::rescue,
         ))
-        // A serialised write runs to its end, lock held, even if its caller hangs up.
-        .layer(DetachLayer::new(shared.writes.clone()))
-        // One read-merge-write of a customer at a time, so no update is lost.
+        // The one place a customer is locked: one read-merge-write of a customer at a time, so no
+        // update is lost; a lock taken before check 10, so waiting for it reserves nothing.
         .layer(CustomerLockLayer)
-        // Check 10: a cell of the client's own quota, then the calls it plans reserved in the
-        // credential's quota (429); none before.
+        // Check 10, both quotas: a cell of the client's own (governor's GCRA), then the calls the
+        // request plans reserved in the credential's sliding log (429); refused, neither is spent.
         .layer(RateLimitLayer::new(shared.callers.quotas.clone()))
         // Check 11: read, merge, write, and the provider's answer translated back.
         .service(customers)
@@ -159,9 +165,8 @@ impl MakeRequestId for NewRequestId {
     }
 }
 
-/// The request's span, at debug level: formatting a span's fields for every request would cost a
-/// quarter of the gateway's time per request (benches/README.md). Its `provider` is recorded once the
-/// route knows it.
+/// The request's span, at debug level only: formatting a span's fields for every request is a large
+/// share of a request's work. Its `provider` is recorded once the route knows it.
 fn request_span<B>(request: &Request<B>) -> Span {
     let path = request.uri().path();
     let route = match path {

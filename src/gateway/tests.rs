@@ -2,9 +2,10 @@
 //! ids, and panics. The innermost service is a stand-in that counts what reaches it, so a check that
 //! let a request through shows as a call.
 
-use super::customer::{Answer, CustomerCall};
+use super::call::{Answer, CustomerCall};
+use super::error::{BoxError, BoxFuture};
 use super::stack::over;
-use super::{BoxError, BoxFuture, Gateway};
+use super::Gateway;
 use crate::config::{Config, Secret};
 use crate::providers::{Record, RecordAt};
 use bytes::Bytes;

@@ -3,13 +3,11 @@
 //! instead. What passes goes on as a [`CustomerCall`]: `{}`, or nothing left once skipped, is a read.
 
 use super::body::JsonBody;
+use super::call::{CustomerCall, Op, Routed};
 use super::callers::Identity;
-use super::customer::{CustomerCall, Op};
+use super::error::BoxError;
 use super::idempotency::Keyed;
-use super::record::CallCount;
 use super::request::prefers_lenient;
-use super::route::Routed;
-use super::BoxError;
 use crate::canonical::{CustomerPatch, FieldError};
 use http::{HeaderMap, HeaderValue};
 use serde_json::Value;
@@ -68,34 +66,34 @@ impl Validate {
             provider,
             id,
         } = request;
-        let idempotency_key = idempotency_key(&head.headers)?;
-        let calls = head.extensions.get::<CallCount>().cloned();
-        let caller = match head.extensions.get::<Identity>() {
-            Some(Identity::Known(caller)) => Some(caller.clone()),
-            _ => None,
+        let mut call = CustomerCall {
+            provider,
+            id,
+            op: Op::Read,
+            idempotency_key: None,
+            lenient: None,
+            budget: None,
+            locked: None,
+            extensions: head.extensions,
         };
         let Some(object) = body else {
-            return Ok(CustomerCall {
-                provider,
-                id,
-                op: Op::Read,
-                idempotency_key,
-                lenient: None,
-                budget: None,
-                calls,
-                caller,
-                keyed: None,
-            });
+            return Ok(call);
         };
+        let idempotency_key = idempotency_key(&head.headers)?;
         let lenient = prefers_lenient(&head.headers);
         // A PATCH's key names a record of this client; the fingerprint is of the request as read.
-        let keyed = idempotency_key.as_ref().map(|key| {
-            let client = caller.as_ref().map_or("", |caller| caller.name);
+        if let Some(key) = &idempotency_key {
+            let client = match call.extensions.get::<Identity>() {
+                Some(Identity::Known(caller)) => caller.name,
+                _ => "",
+            };
             let body = serde_json::to_vec(&object).expect("JSON objects serialise");
             let handling: &[u8] = if lenient { b"lenient" } else { b"strict" };
             let target = head.uri.path().as_bytes();
-            Keyed::new(client, key.as_bytes(), &[b"PATCH", target, handling, &body])
-        });
+            let keyed = Keyed::new(client, key.as_bytes(), &[b"PATCH", target, handling, &body]);
+            call.extensions.insert(keyed);
+        }
+        let provider = &call.provider;
         let name = provider.name();
         let reserved = match object.get("provider_fields").and_then(|p| p.get(name)) {
             Some(Value::Object(fields)) => provider.dialect.check_provider_fields(fields),
@@ -112,21 +110,12 @@ impl Validate {
         let (patch, skipped) = patch
             .restrict(provider.dialect.capabilities(), name, lenient)
             .map_err(|errors| Invalid { errors })?;
-        let op = match patch.is_empty() {
-            true => Op::Read,
-            false => Op::Write(Box::new(patch)),
-        };
-        Ok(CustomerCall {
-            provider,
-            id,
-            op,
-            idempotency_key,
-            lenient: lenient.then_some(skipped),
-            budget: None,
-            calls,
-            caller,
-            keyed,
-        })
+        if !patch.is_empty() {
+            call.op = Op::Write(Box::new(patch));
+        }
+        call.idempotency_key = idempotency_key;
+        call.lenient = lenient.then_some(skipped);
+        Ok(call)
     }
 }
 

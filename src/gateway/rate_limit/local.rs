@@ -26,7 +26,7 @@ impl LocalStore {
     }
 
     /// `key`'s log, to keep: a limiter holds its credential's log and decides without looking it up
-    /// (hashing the key and the cache's bookkeeping were ~1 k instructions per decision).
+    /// (hashing the key and the cache's bookkeeping on every decision).
     pub fn handle(&self, key: &str) -> LocalLog {
         LocalLog(self.logs.get_with_by_ref(key, Default::default))
     }

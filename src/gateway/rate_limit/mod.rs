@@ -1,4 +1,4 @@
-//! Rate limits per upstream credential (DESIGN §3): before a request's first upstream call, every call
+//! Rate limits per upstream credential: before a request's first upstream call, every call
 //! it plans is reserved in all windows of the credential's quota at once, or the request is refused and
 //! nothing is consumed. Unplanned calls (a token refresh after a 401 and the retry, a second read) each
 //! take one more slot before they are sent, or fail with a 429. The limiter is an exact sliding log
@@ -9,7 +9,6 @@
 //! at once and `wait` mode queues callers in order until their calls fit.
 
 mod headers;
-mod layer;
 mod local;
 mod queue;
 mod redis;
@@ -17,7 +16,6 @@ mod sliding_log;
 
 pub use self::redis::{RedisStore, StoreError};
 pub use headers::{retry_after_seconds, window_name};
-pub(crate) use layer::{RateLimitLayer, WithQuota};
 pub use local::{LocalLog, LocalStore, CAPACITY};
 pub use sliding_log::{Decision, Quota, SlidingLog, Verdict, WindowState};
 

@@ -1,6 +1,7 @@
-//! Records every answered request: in the metrics (provider from the path, `none` when it names no known
-//! one; the client, `none` when none was recognised; method, status, latency) and, when `patchbay::access` logs at info, as one access line with the
-//! request id and the upstream calls it made. Outside the panic catcher, so a panic's 500 counts too.
+//! The metrics layer: every answered request is counted (provider from the path, `none` when it names no
+//! known one; the client, `none` when none was recognised; method, status, latency) and, when
+//! `patchbay::access` logs at info, written as one access line with the request id and the upstream
+//! calls it made. Outside the panic catcher, so a panic's 500 counts too.
 
 use super::callers::Identity;
 use http::{Method, Request, Response};
@@ -13,7 +14,8 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 use tower::{Layer, Service};
 
-/// The upstream calls a request made, filled in by the rate limiter for the access line.
+/// The upstream calls a request made, filled in by the rate limiter for the access line (it travels in
+/// the request's extensions).
 #[derive(Clone, Default)]
 pub(crate) struct CallCount(Arc<AtomicU32>);
 
@@ -34,21 +36,21 @@ struct Access {
 }
 
 #[derive(Clone)]
-pub(crate) struct RecordLayer {
+pub(crate) struct MetricsLayer {
     names: Arc<[&'static str]>,
 }
 
-impl RecordLayer {
-    pub fn new(names: Arc<[&'static str]>) -> RecordLayer {
-        RecordLayer { names }
+impl MetricsLayer {
+    pub fn new(names: Arc<[&'static str]>) -> MetricsLayer {
+        MetricsLayer { names }
     }
 }
 
-impl<S> Layer<S> for RecordLayer {
-    type Service = Record<S>;
+impl<S> Layer<S> for MetricsLayer {
+    type Service = Metrics<S>;
 
-    fn layer(&self, inner: S) -> Record<S> {
-        Record {
+    fn layer(&self, inner: S) -> Metrics<S> {
+        Metrics {
             names: self.names.clone(),
             inner,
         }
@@ -56,7 +58,7 @@ impl<S> Layer<S> for RecordLayer {
 }
 
 #[derive(Clone)]
-pub(crate) struct Record<S> {
+pub(crate) struct Metrics<S> {
     names: Arc<[&'static str]>,
     inner: S,
 }
@@ -84,7 +86,7 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-impl<S, B, R> Service<Request<B>> for Record<S>
+impl<S, B, R> Service<Request<B>> for Metrics<S>
 where
     S: Service<Request<B>, Response = Response<R>>,
 {

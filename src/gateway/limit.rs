@@ -4,10 +4,13 @@
 //! consumed. Every call then spends from that reservation; afterwards it is settled. A provider's own
 //! 429 pauses the credential. Answers and refusals carry `RateLimit-Policy` and `RateLimit`.
 
-use crate::gateway::client_quota::{ClientQuotas, Held, Taken};
-use crate::gateway::customer::{Answer, CustomerCall, ProviderAnswered};
-use crate::gateway::rescue::cause;
-use crate::gateway::{BoxError, BoxFuture};
+use super::call::{Answer, CustomerCall};
+use super::callers::Identity;
+use super::client_quota::{ClientQuotas, Held, Taken};
+use super::customer::ProviderAnswered;
+use super::customer_lock::SecondRun;
+use super::error::{cause, BoxError, BoxFuture};
+use super::metrics::CallCount;
 use http::{HeaderMap, StatusCode};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -71,7 +74,13 @@ where
             let provider = call.provider.clone();
             // The client's own quota first: its refusal consumes nothing from the provider's. Its
             // cells come back unless the request is admitted (refused, or dropped while it waits).
-            let taken = match &call.caller {
+            let caller = match call.extensions.get::<Identity>() {
+                Some(Identity::Known(caller)) if call.extensions.get::<SecondRun>().is_none() => {
+                    Some(caller.clone())
+                }
+                _ => None,
+            };
+            let taken = match &caller {
                 Some(caller) => clients
                     .take(caller.name, &caller.quotas, provider.name())
                     .map_err(|limited| WithQuota {
@@ -103,7 +112,7 @@ where
                 }
             };
             call.budget = Some(admission.clone());
-            let calls = call.calls.clone();
+            let calls = call.extensions.get::<CallCount>().cloned();
             let result = inner.oneshot(call).await;
             if let Some(calls) = calls {
                 calls.set(admission.calls_made());
