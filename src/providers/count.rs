@@ -129,11 +129,7 @@ impl Dialect for Count {
     }
 
     fn read(&self, id: &str) -> UpstreamRequest {
-        UpstreamRequest {
-            method: Method::GET,
-            path: path(id),
-            body: None,
-        }
+        UpstreamRequest::get(path(id))
     }
 
     fn needs_current(&self, patch: &CustomerPatch) -> bool {
@@ -205,11 +201,11 @@ impl Dialect for Count {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(UpstreamRequest {
-            method: Method::PUT,
-            path: path(id),
-            body: Some(body.to_bytes()),
-        })
+        Ok(UpstreamRequest::json(
+            Method::PUT,
+            path(id),
+            body.to_bytes(),
+        ))
     }
 
     fn record_at(&self) -> RecordAt {
@@ -417,11 +413,7 @@ impl CredentialScheme for CountCredentials {
             body.as_bytes(),
             now,
         );
-        let call = UpstreamRequest {
-            method: Method::POST,
-            path: REFRESH_PATH.to_owned(),
-            body: Some(body.into()),
-        };
+        let call = UpstreamRequest::json(Method::POST, REFRESH_PATH.to_owned(), body);
         Some((call, headers))
     }
 

@@ -41,7 +41,7 @@ static CAPABILITIES: Capabilities = Capabilities {
         (Field::Email, true),
         (Field::Phone, true),
     ],
-    // Removing the whole address is not documented (FACTS: ASSUMPTION), so it is refused.
+    // Removing the whole address is not documented by Juice, so it is refused.
     addresses: &[AddressSupport {
         kind: AddressKind::Billing,
         parts: &AddressPart::ALL,
@@ -84,11 +84,7 @@ impl Dialect for Juice {
     }
 
     fn read(&self, id: &str) -> UpstreamRequest {
-        UpstreamRequest {
-            method: Method::GET,
-            path: path(id),
-            body: None,
-        }
+        UpstreamRequest::get(path(id))
     }
 
     fn needs_current(&self, patch: &CustomerPatch) -> bool {
@@ -126,11 +122,11 @@ impl Dialect for Juice {
             }
             body.set("billing_address", Wire::Object(address));
         }
-        Ok(UpstreamRequest {
-            method: Method::PATCH,
-            path: path(id),
-            body: Some(body.to_bytes()),
-        })
+        Ok(UpstreamRequest::json(
+            Method::PATCH,
+            path(id),
+            body.to_bytes(),
+        ))
     }
 
     fn record_at(&self) -> RecordAt {

@@ -33,12 +33,36 @@ use serde_json::{Map, Value};
 use settings::ProviderConfig;
 use wire::{Object, Wire};
 
-/// A call a dialect wants made: method, path below the provider's `base_url`, and JSON body (its text).
+/// A call a dialect wants made: method, path below the provider's `base_url`, and body with its media
+/// type (sent as `Content-Type`: not every provider need speak JSON).
 #[derive(Clone, Debug, PartialEq)]
 pub struct UpstreamRequest {
     pub method: Method,
     pub path: String,
     pub body: Option<Bytes>,
+    pub content_type: Option<&'static str>,
+}
+
+impl UpstreamRequest {
+    /// A call without a body.
+    pub fn get(path: String) -> UpstreamRequest {
+        UpstreamRequest {
+            method: Method::GET,
+            path,
+            body: None,
+            content_type: None,
+        }
+    }
+
+    /// A call with a JSON body.
+    pub fn json(method: Method, path: String, body: impl Into<Bytes>) -> UpstreamRequest {
+        UpstreamRequest {
+            method,
+            path,
+            body: Some(body.into()),
+            content_type: Some("application/json"),
+        }
+    }
 }
 
 /// A provider's error body, read back into canonical terms.

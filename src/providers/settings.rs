@@ -28,7 +28,8 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// How the Juice key is sent: `Authorization: Bearer <key>` (the seed page) or `Authorization: <key>`.
+/// How the Juice key is sent: `Authorization: Bearer <key>` (as one page of Juice's docs shows) or
+/// `Authorization: <key>` (as its current docs do).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthScheme {

@@ -276,11 +276,7 @@ impl Dialect for SparkLayer {
     }
 
     fn read(&self, id: &str) -> UpstreamRequest {
-        UpstreamRequest {
-            method: Method::GET,
-            path: path(id),
-            body: None,
-        }
+        UpstreamRequest::get(path(id))
     }
 
     fn needs_current(&self, patch: &CustomerPatch) -> bool {
@@ -300,11 +296,11 @@ impl Dialect for SparkLayer {
             }
         }
         if patch.addresses.is_empty() {
-            return Ok(UpstreamRequest {
-                method: Method::PATCH,
-                path: path(id),
-                body: Some(body.to_bytes()),
-            });
+            return Ok(UpstreamRequest::json(
+                Method::PATCH,
+                path(id),
+                body.to_bytes(),
+            ));
         }
         let mut book = AddressBook::from_record(current);
         let before = book.defaults.clone();
@@ -349,11 +345,11 @@ impl Dialect for SparkLayer {
         }
         let entries = book.entries.into_iter().map(Wire::Object).collect();
         body.set("addresses", Wire::Array(entries));
-        Ok(UpstreamRequest {
-            method: Method::PATCH,
-            path: path(id),
-            body: Some(body.to_bytes()),
-        })
+        Ok(UpstreamRequest::json(
+            Method::PATCH,
+            path(id),
+            body.to_bytes(),
+        ))
     }
 
     fn record_id(&self, record: &Record) -> Option<String> {
@@ -529,11 +525,7 @@ impl CredentialScheme for ClientCredentials {
         })
         .to_string();
         let headers = json_headers(&[(site_id_header(), self.site_id.clone())]);
-        let call = UpstreamRequest {
-            method: Method::POST,
-            path: TOKEN_PATH.to_owned(),
-            body: Some(body.into()),
-        };
+        let call = UpstreamRequest::json(Method::POST, TOKEN_PATH.to_owned(), body);
         Some((call, headers))
     }
 

@@ -95,11 +95,7 @@ impl Dialect for SweetSpot {
     }
 
     fn read(&self, id: &str) -> UpstreamRequest {
-        UpstreamRequest {
-            method: Method::GET,
-            path: path(id),
-            body: None,
-        }
+        UpstreamRequest::get(path(id))
     }
 
     fn needs_current(&self, _patch: &CustomerPatch) -> bool {
@@ -134,11 +130,11 @@ impl Dialect for SweetSpot {
             }
             None => {}
         }
-        Ok(UpstreamRequest {
-            method: Method::PUT,
-            path: path(id),
-            body: Some(body.to_bytes()),
-        })
+        Ok(UpstreamRequest::json(
+            Method::PUT,
+            path(id),
+            body.to_bytes(),
+        ))
     }
 
     fn record_id(&self, record: &Record) -> Option<String> {

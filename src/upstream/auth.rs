@@ -366,8 +366,7 @@ impl Auth {
                 upstream_status: None,
                 detail: format!("{provider} issues no tokens"),
             })?;
-        let body = call.body.unwrap_or_default();
-        let mut request = upstream.request(call.method, &call.path, body)?;
+        let mut request = upstream.request(&call)?;
         request.headers_mut().extend(headers);
         let outbound = Outbound {
             request,
@@ -494,8 +493,7 @@ where
             let mut retried = false;
             loop {
                 let token = auth.token(&upstream, &send, &call.budget).await?;
-                let mut http =
-                    upstream.request(request.method.clone(), &request.path, body.clone())?;
+                let mut http = upstream.request(request)?;
                 auth.authorize(
                     &mut http,
                     &request.path,
@@ -531,9 +529,7 @@ impl<S> Authorize<S> {
     fn sign(&self, call: &UpstreamCall) -> Result<Request<Full<Bytes>>, super::CallError> {
         let request = &call.request;
         let body = request.body.clone().unwrap_or_default();
-        let mut http =
-            self.upstream
-                .request(request.method.clone(), &request.path, body.clone())?;
+        let mut http = self.upstream.request(request)?;
         self.upstream.auth.authorize(
             &mut http,
             &request.path,

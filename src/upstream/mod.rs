@@ -17,7 +17,7 @@ use crate::metrics::Status;
 use crate::providers::UpstreamRequest;
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE, USER_AGENT};
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{HeaderMap, Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use pool::{Origin, Pool};
@@ -126,27 +126,21 @@ impl Upstream {
         self.auth.will_fetch_token().await
     }
 
-    /// A request to `path` below the base URL with patchbay's own headers.
-    fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-    ) -> Result<Request<Full<Bytes>>, CallError> {
+    /// The dialect's call as an HTTP request below the base URL, with patchbay's own headers.
+    fn request(&self, call: &UpstreamRequest) -> Result<Request<Full<Bytes>>, CallError> {
         let origin = self
             .origin
             .as_ref()
             .map_err(|e| CallError::Connect(e.clone()))?;
-        let uri = origin.uri(path).map_err(CallError::Connect)?;
-        let has_body = !body.is_empty();
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = method;
+        let uri = origin.uri(&call.path).map_err(CallError::Connect)?;
+        let mut request = Request::new(Full::new(call.body.clone().unwrap_or_default()));
+        *request.method_mut() = call.method.clone();
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
         headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-        if has_body {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let (Some(content_type), Some(_)) = (call.content_type, &call.body) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         }
         Ok(request)
     }
