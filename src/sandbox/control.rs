@@ -1,95 +1,23 @@
 //! The control API under `/_control` (tests drive the sandbox through it): request log, stored
 //! records, reset, token expiry and revocation, rate limits, and injected faults.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::exchange::{decode_segment, ProviderRequest, Reply};
+use super::fault::Fault;
 use super::rate_limit::Window;
 use super::state::{unix_millis, Provider, State};
+use super::world::World;
 
 /// The log keeps at most this many requests; the oldest go first. A sandbox left running as the
 /// out-of-the-box default must not grow without bound.
 const LOG_CAPACITY: usize = 10_000;
-
-/// A fault injected into one provider's answers.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Fault {
-    /// Delay before answering (or before dropping); alone, it delays the real answer.
-    pub latency_ms: Option<u64>,
-    /// Answer this status in the provider's own error shape (or with `body`).
-    pub status: Option<u16>,
-    /// Answer this raw body (e.g. garbage) with `status`, else 200.
-    pub body: Option<String>,
-    /// Extra headers on the answer, e.g. `Retry-After`.
-    pub headers: Option<BTreeMap<String, String>>,
-    /// Close the connection without any answer.
-    #[serde(default)]
-    pub drop: bool,
-    /// Apply to the next N requests only; `None` until cleared.
-    pub times: Option<u32>,
-}
-
-impl Fault {
-    fn validate(&self) -> Result<(), String> {
-        if let Some(status) = self.status {
-            if !(200..=599).contains(&status) {
-                return Err(format!(
-                    "status {status} is not a final HTTP status (200-599)"
-                ));
-            }
-        }
-        if self.times == Some(0) {
-            return Err("times must be at least 1 (DELETE clears a fault)".to_owned());
-        }
-        for (name, value) in self.headers.iter().flatten() {
-            if HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(format!("{name:?} is not a header name"));
-            }
-            if HeaderValue::from_str(value).is_err() {
-                return Err(format!("the value of header {name} is not a header value"));
-            }
-        }
-        Ok(())
-    }
-
-    /// The answer the fault stands in for, when it names a status or a body.
-    pub fn reply(&self, provider: Provider) -> Option<Reply> {
-        let status = self.status.and_then(|s| StatusCode::from_u16(s).ok());
-        let reply = match (&self.body, status) {
-            // Declared as JSON like a real answer, so a client must look at the bytes to notice.
-            (Some(body), status) => Reply::raw(
-                status.unwrap_or(StatusCode::OK),
-                "application/json",
-                Bytes::from(body.clone()),
-            ),
-            (None, Some(status)) => provider.error_reply(status, "Injected fault."),
-            (None, None) => return None,
-        };
-        Some(reply)
-    }
-
-    /// Adds the fault's extra headers to whatever is answered (faulted or real).
-    pub fn add_headers(&self, mut reply: Reply) -> Reply {
-        for (name, value) in self.headers.iter().flatten() {
-            // Checked when the fault was stored.
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                reply = reply.with_header(name, value);
-            }
-        }
-        reply
-    }
-}
 
 /// The provider's fault to apply to the request that just arrived, counting down `times`.
 pub(crate) fn take_fault(state: &mut State, provider: Provider) -> Option<Fault> {
@@ -194,7 +122,7 @@ fn provider(name: &str) -> Result<Provider, Reply> {
 
 /// Answers a control request; `path` is what follows `/_control`.
 pub(crate) fn handle(
-    state: &mut State,
+    world: &mut World,
     method: &Method,
     path: &str,
     query: Option<&str>,
@@ -202,25 +130,32 @@ pub(crate) fn handle(
 ) -> Reply {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let result = match segments.as_slice() {
-        ["log"] => log(state, method, query),
+        ["log"] => log(&mut world.state, method, query),
         ["reset"] if method == Method::POST => {
-            state.reset();
+            world.reset();
             Ok(no_content())
         }
         ["reset"] => Ok(method_not_allowed("POST")),
         ["tokens", "expire"] if method == Method::POST => {
-            let expired = state.count_tokens.expire_all() + state.sparklayer_tokens.expire_all();
+            let expired = world.expire_tokens();
             Ok(Reply::json(StatusCode::OK, &json!({ "expired": expired })))
         }
         ["tokens", "expire"] => Ok(method_not_allowed("POST")),
-        ["tokens"] => tokens(state, method, body),
-        ["customers", name, id] if !id.is_empty() => provider(name)
-            .and_then(|provider| customers(state, method, provider, &decode_segment(id), body)),
+        ["tokens"] => tokens(&mut world.state, method, body),
+        ["customers", name, id] if !id.is_empty() => provider(name).and_then(|provider| {
+            customers(
+                &mut world.state,
+                method,
+                provider,
+                &decode_segment(id),
+                body,
+            )
+        }),
         ["limits", name] => {
-            provider(name).and_then(|provider| limits(state, method, provider, body))
+            provider(name).and_then(|provider| limits(&mut world.state, method, provider, body))
         }
         ["faults", name] => {
-            provider(name).and_then(|provider| faults(state, method, provider, body))
+            provider(name).and_then(|provider| faults(&mut world.state, method, provider, body))
         }
         _ => Err(message(StatusCode::NOT_FOUND, "no such control endpoint")),
     };
@@ -383,14 +318,15 @@ fn faults(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::world::error_reply;
 
-    fn control(state: &mut State, method: Method, path: &str, body: &str) -> Reply {
+    fn control(state: &mut World, method: Method, path: &str, body: &str) -> Reply {
         handle(state, &method, path, None, body.as_bytes())
     }
 
     #[test]
     fn a_fault_with_times_applies_to_that_many_requests() {
-        let mut state = State::new();
+        let mut state = World::new();
         let reply = control(
             &mut state,
             Method::PUT,
@@ -399,38 +335,44 @@ mod tests {
         );
         assert_eq!(reply.status, StatusCode::NO_CONTENT);
         for _ in 0..2 {
-            let fault = take_fault(&mut state, Provider::Juice).expect("faulted");
-            let reply = fault.add_headers(fault.reply(Provider::Juice).unwrap());
+            let fault = take_fault(&mut state.state, Provider::Juice).expect("faulted");
+            let reply = fault.add_headers(
+                fault
+                    .reply(|status| error_reply(Provider::Juice, status, "x"))
+                    .unwrap(),
+            );
             assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
             let response = reply.into_response();
             assert_eq!(response.headers()["retry-after"], "7");
         }
-        assert_eq!(take_fault(&mut state, Provider::Juice), None);
+        assert_eq!(take_fault(&mut state.state, Provider::Juice), None);
         // Other providers were never affected.
-        assert_eq!(take_fault(&mut state, Provider::Count), None);
+        assert_eq!(take_fault(&mut state.state, Provider::Count), None);
     }
 
     #[test]
     fn a_fault_without_times_stays_until_cleared() {
-        let mut state = State::new();
+        let mut state = World::new();
         let body = r#"{"latency_ms": 50}"#;
         control(&mut state, Method::PUT, "/faults/count", body);
         for _ in 0..3 {
-            let fault = take_fault(&mut state, Provider::Count).unwrap();
+            let fault = take_fault(&mut state.state, Provider::Count).unwrap();
             assert_eq!(fault.latency_ms, Some(50));
             assert!(
-                fault.reply(Provider::Count).is_none(),
+                fault
+                    .reply(|status| error_reply(Provider::Count, status, "x"))
+                    .is_none(),
                 "latency alone keeps the real answer"
             );
         }
         let reply = control(&mut state, Method::DELETE, "/faults/count", "");
         assert_eq!(reply.status, StatusCode::NO_CONTENT);
-        assert_eq!(take_fault(&mut state, Provider::Count), None);
+        assert_eq!(take_fault(&mut state.state, Provider::Count), None);
     }
 
     #[test]
     fn bad_control_input_is_a_400() {
-        let mut state = State::new();
+        let mut state = World::new();
         for (path, body) in [
             ("/faults/juice", r#"{"status": 42}"#),
             ("/faults/juice", r#"{"times": 0}"#),
@@ -457,7 +399,7 @@ mod tests {
 
     #[test]
     fn limits_and_records_round_trip() {
-        let mut state = State::new();
+        let mut state = World::new();
         let body = r#"{"windows": [{"limit": 1, "seconds": 60}]}"#;
         assert_eq!(
             control(&mut state, Method::PUT, "/limits/sparklayer", body).status,

@@ -20,7 +20,7 @@ use super::validate::{is_email, is_uuid_v4};
 const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// Not published; long enough never to matter in a test run.
 const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Allowed clock skew of `x-timestamp` (FACTS: an assumption).
+/// Allowed clock skew of `x-timestamp` (not documented by COUNT: an assumption).
 const MAX_CLOCK_SKEW_SECS: u64 = 300;
 const ADDRESS_KEYS: [&str; 5] = ["street", "city", "state", "zipCode", "country"];
 
@@ -189,7 +189,7 @@ fn verify_signature(request: &ProviderRequest) -> Result<(), Reply> {
     Ok(())
 }
 
-fn verify_access_token(state: &State, request: &ProviderRequest) -> Result<(), Reply> {
+fn verify_access_token(tokens: &Tokens, request: &ProviderRequest) -> Result<(), Reply> {
     let Some(token) = request.bearer_token() else {
         return Err(error(
             StatusCode::UNAUTHORIZED,
@@ -197,14 +197,14 @@ fn verify_access_token(state: &State, request: &ProviderRequest) -> Result<(), R
             "Missing bearer access token.",
         ));
     };
-    if state.count_tokens.revoked.contains(token) {
+    if tokens.revoked.contains(token) {
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "The access token was revoked.",
         ));
     }
-    match state.count_tokens.access.get(token) {
+    match tokens.access.get(token) {
         None => Err(error(
             StatusCode::UNAUTHORIZED,
             "invalid_token",
@@ -219,7 +219,7 @@ fn verify_access_token(state: &State, request: &ProviderRequest) -> Result<(), R
     }
 }
 
-pub(crate) fn handle(state: &mut State, request: &ProviderRequest) -> Reply {
+pub(crate) fn handle(state: &mut State, tokens: &mut Tokens, request: &ProviderRequest) -> Reply {
     if let Err(reply) = verify_signature(request) {
         return reply;
     }
@@ -239,13 +239,15 @@ pub(crate) fn handle(state: &mut State, request: &ProviderRequest) -> Reply {
         )
     };
     match request.segments().as_slice() {
-        ["refresh-user-access-token"] if request.method == Method::POST => refresh(state, request),
+        ["refresh-user-access-token"] if request.method == Method::POST => {
+            refresh(state, tokens, request)
+        }
         ["refresh-user-access-token"] => method_not_allowed(),
         ["customers", raw_id] if !raw_id.is_empty() => {
             if request.method != Method::GET && request.method != Method::PUT {
                 return method_not_allowed();
             }
-            if let Err(reply) = verify_access_token(state, request) {
+            if let Err(reply) = verify_access_token(tokens, request) {
                 return reply;
             }
             let id = decode_segment(raw_id);
@@ -284,7 +286,7 @@ fn json_body(request: &ProviderRequest) -> Result<Map<String, Value>, Reply> {
         .map_err(|problem| error(StatusCode::BAD_REQUEST, "invalid_json", problem.message()))
 }
 
-fn refresh(state: &mut State, request: &ProviderRequest) -> Reply {
+fn refresh(state: &State, tokens: &mut Tokens, request: &ProviderRequest) -> Reply {
     let body = match json_body(request) {
         Ok(body) => body,
         Err(reply) => return reply,
@@ -297,7 +299,7 @@ fn refresh(state: &mut State, request: &ProviderRequest) -> Reply {
     };
     let now = SystemTime::now();
     // Rotation: the refresh token is spent whether or not it was still valid.
-    match state.count_tokens.refresh.remove(used) {
+    match tokens.refresh.remove(used) {
         Some(expiry) if expiry > now => {}
         _ => {
             return error(
@@ -311,7 +313,6 @@ fn refresh(state: &mut State, request: &ProviderRequest) -> Reply {
     let refresh_token = format!("count_rt_{}", Uuid::new_v4().simple());
     let access_expiry = now + ACCESS_TOKEN_LIFETIME;
     let refresh_expiry = now + REFRESH_TOKEN_LIFETIME;
-    let tokens = &mut state.count_tokens;
     if state.revoke_on_rotation {
         tokens.revoke_all();
     }
@@ -510,21 +511,19 @@ mod tests {
     }
 
     /// Refreshes with `refresh_token`: the new access and refresh tokens.
-    fn refreshed(state: &mut State, refresh_token: &str) -> (String, String) {
+    fn refreshed(state: &State, tokens: &mut Tokens, refresh_token: &str) -> (String, String) {
         let body = json!({ "refreshToken": refresh_token });
-        let reply = refresh(
-            state,
-            &request(Method::POST, "/refresh-user-access-token", None, &body),
-        );
+        let call = request(Method::POST, "/refresh-user-access-token", None, &body);
+        let reply = refresh(state, tokens, &call);
         assert_eq!(reply.status, StatusCode::OK);
         let answer: Value = serde_json::from_slice(&reply.body).unwrap();
         let text = |key: &str| answer["data"][key].as_str().unwrap().to_owned();
         (text("accessToken"), text("refreshToken"))
     }
 
-    fn code_for(state: &State, token: &str) -> Option<String> {
+    fn code_for(tokens: &Tokens, token: &str) -> Option<String> {
         let call = request(Method::GET, "/customers/x", Some(token), &Value::Null);
-        let reply = verify_access_token(state, &call).err()?;
+        let reply = verify_access_token(tokens, &call).err()?;
         let answer: Value = serde_json::from_slice(&reply.body).unwrap();
         Some(answer["code"].as_str().unwrap().to_owned())
     }
@@ -532,15 +531,20 @@ mod tests {
     #[test]
     fn with_revoke_on_rotation_a_refresh_revokes_the_old_access_tokens() {
         let mut state = State::new();
-        let (first, rotated) = refreshed(&mut state, COUNT_REFRESH_TOKEN);
-        assert_eq!(code_for(&state, COUNT_ACCESS_TOKEN), None, "off by default");
+        let mut tokens = Tokens::new();
+        let (first, rotated) = refreshed(&state, &mut tokens, COUNT_REFRESH_TOKEN);
+        assert_eq!(
+            code_for(&tokens, COUNT_ACCESS_TOKEN),
+            None,
+            "off by default"
+        );
         state.revoke_on_rotation = true;
-        let (second, _) = refreshed(&mut state, &rotated);
-        assert_eq!(code_for(&state, &second), None);
+        let (second, _) = refreshed(&state, &mut tokens, &rotated);
+        assert_eq!(code_for(&tokens, &second), None);
         for old in [COUNT_ACCESS_TOKEN, first.as_str()] {
-            assert_eq!(code_for(&state, old).as_deref(), Some("unauthorized"));
+            assert_eq!(code_for(&tokens, old).as_deref(), Some("unauthorized"));
         }
-        state.count_tokens.expire_all();
-        assert_eq!(code_for(&state, &second).as_deref(), Some("token_expired"));
+        tokens.expire_all();
+        assert_eq!(code_for(&tokens, &second).as_deref(), Some("token_expired"));
     }
 }

@@ -164,8 +164,8 @@ fn with_limit_headers(reply: Reply, admission: Option<Admission>) -> Reply {
         )
 }
 
-pub(crate) fn handle(state: &mut State, request: &ProviderRequest) -> Reply {
-    // The seed shows `Bearer <key>`, the current docs the raw key: both are accepted.
+pub(crate) fn handle(state: &mut State, replays: &mut Replays, request: &ProviderRequest) -> Reply {
+    // One page of Juice's docs shows `Bearer <key>`, the current docs the raw key: both are accepted.
     let authorized = request.header("authorization") == Some(JUICE_API_KEY)
         || request.bearer_token() == Some(JUICE_API_KEY);
     if !authorized {
@@ -179,10 +179,10 @@ pub(crate) fn handle(state: &mut State, request: &ProviderRequest) -> Reply {
         Ok(admission) => admission,
         Err(refusal) => return rate_limited(&refusal),
     };
-    with_limit_headers(route(state, request), admission)
+    with_limit_headers(route(state, replays, request), admission)
 }
 
-fn route(state: &mut State, request: &ProviderRequest) -> Reply {
+fn route(state: &mut State, replays: &mut Replays, request: &ProviderRequest) -> Reply {
     let id = match request.segments().as_slice() {
         ["customers", raw_id] if !raw_id.is_empty() => decode_segment(raw_id).to_ascii_lowercase(),
         _ => return error(StatusCode::NOT_FOUND, "not_found", "Route not found."),
@@ -196,12 +196,12 @@ fn route(state: &mut State, request: &ProviderRequest) -> Reply {
             let key = request
                 .header("idempotency-key")
                 .filter(|key| !key.is_empty());
-            if let Some(replayed) = key.and_then(|key| state.juice_replays.replay(key)) {
+            if let Some(replayed) = key.and_then(|key| replays.replay(key)) {
                 return replayed;
             }
             let reply = update(state, &id, request);
             if let Some(key) = key {
-                state.juice_replays.store(key.to_owned(), &reply);
+                replays.store(key.to_owned(), &reply);
             }
             reply
         }

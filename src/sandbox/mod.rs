@@ -13,12 +13,14 @@ pub mod credentials;
 mod control;
 mod count;
 mod exchange;
+mod fault;
 mod juice;
 mod rate_limit;
 mod sparklayer;
 mod state;
 mod sweetspot;
 mod validate;
+mod world;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -35,7 +37,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use exchange::{ProviderRequest, Reply};
-use state::{lock, Provider, Shared, State};
+use state::Provider;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use world::{error_reply, World};
+
+/// The sandbox's one world, shared by its connections.
+type Shared = Arc<Mutex<World>>;
+
+/// Locks the world. A panic while it was held cannot leave it half-written in a way that matters to
+/// an emulator, so a poisoned lock is taken over rather than failing every later request.
+fn lock(shared: &Shared) -> MutexGuard<'_, World> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A demo customer to try first: its canonical path, and a patch worth sending it.
 pub const TRY_PATH: &str = "/customers/juice:6f7e1e7f-93d1-4fcc-b7a4-738f869615c8";
@@ -57,7 +70,7 @@ impl Sandbox {
     pub async fn start(listen: SocketAddr) -> std::io::Result<Sandbox> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let server = tokio::spawn(serve(listener, State::new_shared()));
+        let server = tokio::spawn(serve(listener, Arc::new(Mutex::new(World::new()))));
         Ok(Sandbox { addr, server })
     }
 
@@ -183,9 +196,9 @@ async fn answer(
         }
         Route::Provider(provider, rest) => {
             let Some(body) = read_body(body).await? else {
-                return Ok(provider
-                    .error_reply(StatusCode::PAYLOAD_TOO_LARGE, too_large)
-                    .into_response());
+                return Ok(
+                    error_reply(provider, StatusCode::PAYLOAD_TOO_LARGE, too_large).into_response(),
+                );
             };
             let request = ProviderRequest {
                 method: parts.method,
@@ -207,12 +220,12 @@ async fn provider_answer(
     arrived: SystemTime,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
     let fault = {
-        let mut state = lock(shared);
-        control::log_request(&mut state, provider, request, arrived);
-        control::take_fault(&mut state, provider)
+        let mut world = lock(shared);
+        control::log_request(&mut world.state, provider, request, arrived);
+        control::take_fault(&mut world.state, provider)
     };
     let Some(fault) = fault else {
-        let reply = provider.handle(&mut lock(shared), request);
+        let reply = lock(shared).handle(provider, request);
         return Ok(reply.into_response());
     };
     // Slept with the lock released, so other requests (and the control API) go on meanwhile.
@@ -222,9 +235,10 @@ async fn provider_answer(
     if fault.drop {
         return Err(Dropped);
     }
-    let reply = match fault.reply(provider) {
+    let injected = |status| error_reply(provider, status, "Injected fault.");
+    let reply = match fault.reply(injected) {
         Some(reply) => reply,
-        None => provider.handle(&mut lock(shared), request),
+        None => lock(shared).handle(provider, request),
     };
     Ok(fault.add_headers(reply).into_response())
 }

@@ -246,11 +246,11 @@ fn admit(state: &mut State) -> Result<(), Reply> {
         })
 }
 
-pub(crate) fn handle(state: &mut State, request: &ProviderRequest) -> Reply {
+pub(crate) fn handle(state: &mut State, tokens: &mut Tokens, request: &ProviderRequest) -> Reply {
     if request.segments().as_slice() == ["api", "auth", "token"] {
-        return token(state, request);
+        return token(state, tokens, request);
     }
-    if let Err(reply) = authorize(state, request) {
+    if let Err(reply) = authorize(tokens, request) {
         return reply;
     }
     if let Err(reply) = admit(state) {
@@ -268,7 +268,7 @@ fn has_site_id(request: &ProviderRequest) -> bool {
     request.header("site-id") == Some(SPARKLAYER_SITE_ID)
 }
 
-fn token(state: &mut State, request: &ProviderRequest) -> Reply {
+fn token(state: &mut State, tokens: &mut Tokens, request: &ProviderRequest) -> Reply {
     if request.method != Method::POST {
         return error_reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -310,8 +310,7 @@ fn token(state: &mut State, request: &ProviderRequest) -> Reply {
     if let Err(reply) = admit(state) {
         return reply;
     }
-    let revoke = state.revoke_on_rotation;
-    let access_token = state.sparklayer_tokens.issue(SystemTime::now(), revoke);
+    let access_token = tokens.issue(SystemTime::now(), state.revoke_on_rotation);
     Reply::json(
         StatusCode::OK,
         &json!({
@@ -322,7 +321,7 @@ fn token(state: &mut State, request: &ProviderRequest) -> Reply {
     )
 }
 
-fn authorize(state: &State, request: &ProviderRequest) -> Result<(), Reply> {
+fn authorize(tokens: &Tokens, request: &ProviderRequest) -> Result<(), Reply> {
     let unauthorized = |detail: &str| Err(error_reply(StatusCode::UNAUTHORIZED, detail));
     if !has_site_id(request) {
         return unauthorized("Unknown or missing Site-Id header.");
@@ -330,10 +329,10 @@ fn authorize(state: &State, request: &ProviderRequest) -> Result<(), Reply> {
     let Some(token) = request.bearer_token() else {
         return unauthorized("Missing bearer token.");
     };
-    if state.sparklayer_tokens.revoked.contains(token) {
+    if tokens.revoked.contains(token) {
         return unauthorized("The access token was revoked.");
     }
-    match state.sparklayer_tokens.issued.get(token) {
+    match tokens.issued.get(token) {
         None => unauthorized("The access token is not valid."),
         Some(expiry) if *expiry <= SystemTime::now() => {
             unauthorized("The access token has expired.")
@@ -717,6 +716,38 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use http::HeaderMap;
+
+    /// The shared state with SparkLayer's own tokens beside it, as the sandbox holds them.
+    struct State {
+        shared: super::State,
+        sparklayer_tokens: Tokens,
+    }
+
+    impl State {
+        fn new() -> State {
+            State {
+                shared: super::super::world::World::new().state,
+                sparklayer_tokens: Tokens::new(),
+            }
+        }
+    }
+
+    impl std::ops::Deref for State {
+        type Target = super::State;
+        fn deref(&self) -> &super::State {
+            &self.shared
+        }
+    }
+
+    impl std::ops::DerefMut for State {
+        fn deref_mut(&mut self) -> &mut super::State {
+            &mut self.shared
+        }
+    }
+
+    fn handle(state: &mut State, request: &ProviderRequest) -> Reply {
+        super::handle(&mut state.shared, &mut state.sparklayer_tokens, request)
+    }
 
     fn request(
         method: Method,

@@ -1,16 +1,13 @@
-//! The one state all emulators share: customers, request log, faults, rate limits and issued tokens.
+//! The state all emulators share: customers, request log, faults, rate limits and token settings. Each
+//! emulator's own books (issued tokens, replays) live in its module; [`super::world`] holds them all.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http::StatusCode;
 use serde_json::{Map, Value};
 
-use super::control::Fault;
-use super::exchange::{ProviderRequest, Reply};
+use super::fault::Fault;
 use super::rate_limit::{Admission, RateLimiter, Refusal, Window};
-use super::{count, juice, sparklayer, sweetspot};
 
 /// The four emulated providers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +51,7 @@ impl Provider {
     }
 
     /// The limits the provider documents (none published for Sweet Spot and SparkLayer).
-    fn default_windows(self) -> Vec<Window> {
+    pub fn default_windows(self) -> Vec<Window> {
         match self {
             Provider::Count => vec![Window {
                 limit: 100,
@@ -73,25 +70,6 @@ impl Provider {
             Provider::SweetSpot | Provider::SparkLayer => Vec::new(),
         }
     }
-
-    pub fn handle(self, state: &mut State, request: &ProviderRequest) -> Reply {
-        match self {
-            Provider::SweetSpot => sweetspot::handle(state, request),
-            Provider::Count => count::handle(state, request),
-            Provider::Juice => juice::handle(state, request),
-            Provider::SparkLayer => sparklayer::handle(state, request),
-        }
-    }
-
-    /// An error in the provider's own shape, for injected faults that name only a status.
-    pub fn error_reply(self, status: StatusCode, message: &str) -> Reply {
-        match self {
-            Provider::SweetSpot => sweetspot::error_reply(status, message),
-            Provider::Count => count::error_reply(status, message),
-            Provider::Juice => juice::error_reply(status, message),
-            Provider::SparkLayer => sparklayer::error_reply(status, message),
-        }
-    }
 }
 
 /// A provider-native customer record, as its GET answers it (inside any envelope).
@@ -107,21 +85,10 @@ pub(crate) fn record(value: Value) -> Record {
     }
 }
 
-pub(crate) type Shared = Arc<Mutex<State>>;
-
-/// Locks the state. A panic while it was held cannot leave it half-written in a way that matters to
-/// an emulator, so a poisoned lock is taken over rather than failing every later request.
-pub(crate) fn lock(shared: &Shared) -> MutexGuard<'_, State> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 pub(crate) struct State {
     /// Every request that reached a provider route, in arrival order.
     pub log: Vec<Value>,
     pub faults: [Option<Fault>; 4],
-    pub count_tokens: count::Tokens,
-    pub sparklayer_tokens: sparklayer::Tokens,
-    pub juice_replays: juice::Replays,
     /// Whether issuing a token (COUNT's refresh, SparkLayer's exchange) revokes the ones issued before,
     /// as some providers do: a replica still holding one is then answered 401 without `token_expired`.
     pub revoke_on_rotation: bool,
@@ -132,40 +99,25 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// No customers yet: [`reset`](State::reset) seeds them.
     pub fn new() -> State {
-        let mut state = State {
+        State {
             log: Vec::new(),
             faults: Default::default(),
-            count_tokens: count::Tokens::new(),
-            sparklayer_tokens: sparklayer::Tokens::new(),
-            juice_replays: juice::Replays::new(),
             revoke_on_rotation: false,
             customers: Default::default(),
             limits: Provider::ALL.map(|p| RateLimiter::new(p.default_windows())),
             last_write_ms: 0,
-        };
-        state.reset();
-        state
+        }
     }
 
-    pub fn new_shared() -> Shared {
-        Arc::new(Mutex::new(State::new()))
-    }
-
-    /// Back to the demo seed with default limits and token settings and an empty log. Issued tokens
-    /// stay valid: a running gateway holds them.
-    pub fn reset(&mut self) {
-        let now = self.write_timestamp();
-        self.customers = [
-            sweetspot::seed(&now),
-            count::seed(&now),
-            juice::seed(&now),
-            sparklayer::seed(&now),
-        ];
+    /// Back to `seeds` (one per provider, in [`Provider::ALL`] order) with default limits and token
+    /// settings and an empty log.
+    pub fn reset(&mut self, seeds: [Customers; 4]) {
+        self.customers = seeds;
         self.log.clear();
         self.faults = Default::default();
         self.limits = Provider::ALL.map(|p| RateLimiter::new(p.default_windows()));
-        self.juice_replays.clear();
         self.revoke_on_rotation = false;
     }
 
