@@ -1,4 +1,4 @@
-//! Fixture tables per provider (DESIGN §2, §7): every file under `tests/fixtures/<provider>/` is one
+//! Fixture tables per provider: every file under `tests/fixtures/<provider>/` is one
 //! canonical patch, the provider-native record it starts from, and the exact upstream calls it must cause
 //! (method, path, the headers the case lists with secrets masked, body), with the caller's answer.
 //!
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Case {
-    /// What row of DESIGN §2 the case proves.
+    /// What rule of the provider's mapping the case proves.
     about: String,
     /// The provider-native record to store before patching; `None` leaves the demo record.
     #[serde(default)]
@@ -501,8 +501,8 @@ fn check(name: &str, case: &Case, outcome: &Outcome) -> Result<(), String> {
     }
 }
 
-/// Runs every case of a provider on one harness and fails with every mismatch at once.
-async fn run_fixtures(provider: &str) {
+/// Runs every case of a provider on one harness: each mismatch, and how many cases ran.
+async fn run_fixtures(provider: &str) -> (Vec<String>, usize) {
     let cases = load(provider);
     let h = warmed_harness(provider).await;
     let mut failures = Vec::new();
@@ -512,33 +512,39 @@ async fn run_fixtures(provider: &str) {
             failures.push(report);
         }
     }
+    (failures, cases.len())
+}
+
+/// Every provider of the gateway has its table, each on its own harness at once, and every table
+/// names a provider; every mismatch is reported together.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_provider_passes_its_fixtures() {
+    let providers: Vec<&'static str> = patchbay::providers::all()
+        .iter()
+        .map(|provider| provider.name())
+        .collect();
+    let tables: BTreeSet<String> = std::fs::read_dir(fixture_dir(""))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let expected: BTreeSet<String> = providers.iter().map(|p| p.to_string()).collect();
+    assert_eq!(tables, expected, "one fixture table per provider");
+    let runs: Vec<_> = providers
+        .into_iter()
+        .map(|provider| tokio::spawn(run_fixtures(provider)))
+        .collect();
+    let (mut failures, mut total) = (Vec::new(), 0);
+    for run in runs {
+        let (failed, cases) = run.await.unwrap();
+        failures.extend(failed);
+        total += cases;
+    }
     assert!(
         failures.is_empty(),
-        "{} of {} {provider} fixtures failed:\n\n{}",
+        "{} of {total} fixtures failed:\n\n{}",
         failures.len(),
-        cases.len(),
         failures.join("\n\n")
     );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sweetspot_fixtures() {
-    run_fixtures("sweetspot").await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn count_fixtures() {
-    run_fixtures("count").await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn juice_fixtures() {
-    run_fixtures("juice").await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn sparklayer_fixtures() {
-    run_fixtures("sparklayer").await;
 }
 
 /// The table is not vacuous: a case that passes as written is reported once its expectations are

@@ -1,4 +1,4 @@
-//! The canonical merge patch: parsing and validating a caller's body (DESIGN §1, check 8), then
+//! The canonical merge patch: parsing and validating a caller's body (check 8), then
 //! restricting it to what one provider can store (check 9).
 
 use super::json::kind_of;
@@ -34,7 +34,7 @@ pub struct CustomerPatch {
     pub provider_fields: Map<String, Value>,
 }
 
-/// What one provider can store and clear (DESIGN §2), used to refuse or skip the rest of a patch.
+/// What one provider can store and clear, used to refuse or skip the rest of a patch.
 #[derive(Debug)]
 pub struct Capabilities {
     /// Each storable top-level field and whether the provider lets it be cleared.

@@ -20,7 +20,7 @@ impl FieldError {
     }
 }
 
-/// The kinds of problem, each with its status, `type` slug and title (DESIGN §1 status table).
+/// The kinds of problem, each with its status, `type` slug and title (docs/api.md, the status table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProblemKind {
     BadRequest,
