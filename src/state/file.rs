@@ -73,6 +73,20 @@ impl FileState {
         }
     }
 
+    /// Returns once the value is gone from disk (whether there was one: `true`).
+    pub fn delete(path: &Path) -> Result<bool, String> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(error) => return Err(format!("cannot remove {}: {error}", path.display())),
+        }
+        File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|error| format!("cannot sync {}: {error}", dir.display()))?;
+        Ok(true)
+    }
+
     /// Returns once the new value is on disk under its name.
     pub fn put(path: &Path, value: &str) -> Result<(), String> {
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -120,6 +134,9 @@ mod tests {
         FileState::put(&path, "second").unwrap();
         assert_eq!(FileState::get(&path).unwrap().as_deref(), Some("second"));
         assert!(!path.with_extension("json.tmp").exists());
+        assert_eq!(FileState::delete(&path), Ok(true));
+        assert_eq!(FileState::get(&path).unwrap(), None);
+        assert_eq!(FileState::delete(&path), Ok(false));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

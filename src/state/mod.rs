@@ -1,8 +1,9 @@
 //! The run-time state store: what patchbay learns while it runs and must not lose — a provider's
-//! rotated refresh token, the access tokens every replica shares. `memory` keeps it for the process's
-//! life; `file` in `state.dir`, on disk before a write returns; `redis` for every replica at once,
-//! acknowledged before a write returns. Values are text under short keys; their users give them meaning
-//! (tokens; `Idempotency-Key` records, which only a shared store keeps).
+//! rotated refresh token, the access tokens every replica shares, the links between customers.
+//! `memory` keeps it for the process's life; `file` in `state.dir`, on disk before a write returns;
+//! `redis` for every replica at once, acknowledged before a write returns. Values are text under short
+//! keys; their users give them meaning (tokens; links; `Idempotency-Key` records, which only a shared
+//! store keeps).
 
 mod file;
 pub mod redis;
@@ -150,6 +151,19 @@ impl Store {
             Backend::Redis(redis) => redis.put(key, &value).await,
         };
         put.map_err(|detail| self.unavailable(detail))
+    }
+
+    /// Removes `key` (on disk, acknowledged by Redis) before it returns; whether there was one.
+    pub async fn delete(&self, key: &str) -> Result<bool, StateError> {
+        let deleted = match &self.backend {
+            Backend::Memory(values) => Ok(lock(values).remove(key).is_some()),
+            Backend::File(file) => {
+                let path = file.path(key);
+                blocking(move || file::FileState::delete(&path)).await
+            }
+            Backend::Redis(redis) => redis.delete(key).await,
+        };
+        deleted.map_err(|detail| self.unavailable(detail))
     }
 
     /// Keeps `value` for `ttl`, acknowledged before it returns. Only Redis lets it expire: callers use

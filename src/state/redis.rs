@@ -122,6 +122,19 @@ impl RedisState {
         }
     }
 
+    /// Removes `key`; whether there was one.
+    pub async fn delete(&self, key: &str) -> Result<bool, String> {
+        let mut connection = self.link.connection().await?;
+        let reply: Result<u64, _> = redis::cmd("DEL")
+            .arg(full_key(key))
+            .query_async(&mut connection)
+            .await;
+        match reply {
+            Ok(removed) => Ok(removed > 0),
+            Err(error) => Err(self.link.failed(error).await),
+        }
+    }
+
     /// Returns once Redis acknowledged the write.
     pub async fn put(&self, key: &str, value: &str) -> Result<(), String> {
         self.set(key, value, None).await
