@@ -199,6 +199,13 @@ pub async fn start(mut config: Config) -> std::io::Result<Running> {
         }
         Err(error) => return Err(std::io::Error::other(error)),
     }
+    if sandbox.is_some() {
+        let (id, members) = crate::sandbox::DEMO_LINK;
+        match gateway.keep_link(id, members).await {
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "the sandbox's demo link could not be kept"),
+        }
+    }
     if !state.is_durable() && sandbox.is_none() {
         for provider in gateway.rotating() {
             tracing::warn!(

@@ -28,6 +28,16 @@ pub struct Config {
     /// unless `server.allow_unauthenticated`).
     pub clients: Vec<ClientConfig>,
     pub idempotency: Idempotency,
+    pub links: Links,
+}
+
+/// Linked customers: one id for a customer that several providers hold.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Links {
+    /// Whose value a read of a linked customer shows where providers disagree, first to last; a
+    /// provider not named comes after those named, in the order of the link. Empty: the link's order.
+    pub precedence: Vec<String>,
 }
 
 /// One caller: its name (in logs and metrics), its token's hash, the providers it may use, its quotas.
@@ -320,6 +330,7 @@ impl Default for Config {
             log: Log::default(),
             clients: Vec::new(),
             idempotency: Idempotency::default(),
+            links: Links::default(),
         }
     }
 }
@@ -559,6 +570,17 @@ impl Config {
             ));
         }
         problems.extend(self.client_problems());
+        let known: Vec<&str> = providers::all().iter().map(|p| p.name()).collect();
+        for (i, name) in self.links.precedence.iter().enumerate() {
+            if !known.contains(&name.as_str()) {
+                problems.push(format!(
+                    "links.precedence[{i}]: unknown provider; use one of: {}",
+                    known.join(", ")
+                ));
+            } else if self.links.precedence[..i].contains(name) {
+                problems.push(format!("links.precedence[{i}]: {name} is named twice"));
+            }
+        }
         if self.idempotency.ttl_s == 0 {
             problems.push("idempotency.ttl_s: must be more than 0".into());
         }

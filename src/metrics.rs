@@ -105,6 +105,7 @@ struct Metrics {
     waits: Family<Provider, Counter>,
     client_decisions: Family<ClientDecision, Counter>,
     keyed: Family<KeyOutcome, Counter>,
+    legs: Family<Outcome, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -121,6 +122,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         waits: Family::default(),
         client_decisions: Family::default(),
         keyed: Family::default(),
+        legs: Family::default(),
     };
     registry.register(
         "http_requests",
@@ -171,6 +173,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "idempotency_requests",
         "PATCHes with an Idempotency-Key: stored, replayed, reused (422), in_flight (409), not_kept (a 5xx, 409 or 429)",
         metrics.keyed.clone(),
+    );
+    registry.register(
+        "fanout_legs",
+        "The legs of requests to linked customers, by provider: ok, failed, replayed (an Idempotency-Key's stored outcome)",
+        metrics.legs.clone(),
     );
     Metrics {
         registry,
@@ -264,4 +271,12 @@ pub fn token_refresh(provider: &'static str, outcome: &'static str) {
 /// A write that waited for an earlier one to the same customer.
 pub fn read_merge_write_wait(provider: &'static str) {
     METRICS.waits.get_or_create(&Provider { provider }).inc();
+}
+
+/// One leg of a request to linked customers, and what became of it.
+pub fn fanout_leg(provider: &'static str, outcome: &'static str) {
+    METRICS
+        .legs
+        .get_or_create(&Outcome { provider, outcome })
+        .inc();
 }

@@ -4,6 +4,7 @@
 //! ones callers see: snake_case, with dotted paths (`billing_address.city`) in error messages.
 
 mod json;
+mod linked;
 mod merge;
 mod order;
 mod patch;
@@ -11,6 +12,7 @@ mod problem;
 mod slots;
 
 pub use json::parse_object;
+pub use linked::{merge_linked, Conflict, Holder};
 pub use merge::merge;
 pub use order::{Customer, Member};
 pub use patch::{AddressChange, AddressSupport, Capabilities, Change, CustomerPatch};

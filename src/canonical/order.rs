@@ -69,6 +69,13 @@ impl Customer {
         Customer { members }
     }
 
+    /// A linked customer's answer: `id`, the link's, first.
+    pub fn linked(id: &str) -> Customer {
+        let mut members = Vec::with_capacity(16);
+        members.push(("id", Member::Json(Value::String(id.to_owned()))));
+        Customer { members }
+    }
+
     /// Adds the next member.
     pub fn push(&mut self, name: &'static str, value: impl Into<Member>) {
         self.members.push((name, value.into()));

@@ -31,6 +31,8 @@ pub(crate) struct Line<'a> {
     pub latency_us: u64,
     pub request_id: &'a str,
     pub upstream_calls: u32,
+    /// A request to linked customers: each leg's provider and status (`juice:200,count:502`).
+    pub legs: Option<&'a str>,
 }
 
 thread_local! {
@@ -86,6 +88,7 @@ pub(crate) fn write(line: &Line<'_>) {
             latency_us,
             request_id,
             upstream_calls,
+            legs,
         } = line;
         let _ = if JSON.load(Ordering::Relaxed) {
             write!(
@@ -99,6 +102,16 @@ pub(crate) fn write(line: &Line<'_>) {
                 "{now}  INFO patchbay::access: request method={method} route={route} provider={provider} client={client} status={status} latency_us={latency_us} request_id={request_id} upstream_calls={upstream_calls}"
             )
         };
+        if let Some(legs) = legs {
+            let _ = match JSON.load(Ordering::Relaxed) {
+                // Before the closing brace of the object written above.
+                true => {
+                    text.pop();
+                    write!(text, r#","legs":"{legs}"}}"#)
+                }
+                false => write!(text, " legs={legs}"),
+            };
+        }
         text.push('\n');
         let full = {
             let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);

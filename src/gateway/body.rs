@@ -1,4 +1,4 @@
-//! Checks 6–7: a PATCH body of at most `server.body_limit_bytes` (413, refused before reading when its
+//! Checks 6–7: a PATCH (or PUT) body of at most `server.body_limit_bytes` (413, refused before reading when its
 //! length is declared), arriving within `server.body_timeout_ms` (408, and the connection closed),
 //! holding one UTF-8 JSON object without duplicate keys (400). A GET's body is not read.
 
@@ -7,7 +7,7 @@ use super::error::{BoxError, BoxFuture};
 use crate::canonical::parse_object;
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, Method};
+use http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
 use std::future::{poll_fn, Future};
@@ -29,8 +29,15 @@ pub(crate) enum BodyError {
     NotAJsonObject(String),
 }
 
-/// A routed request's body once read: the JSON object of a PATCH, nothing for a GET.
-pub(crate) type JsonBody = Option<Map<String, Value>>;
+/// A PATCH's or PUT's body once read: its JSON object, and its bytes as they came (whose member order
+/// a map does not keep).
+pub(crate) struct ReadBody {
+    pub object: Map<String, Value>,
+    pub bytes: Bytes,
+}
+
+/// A routed request's body once read: nothing for a GET.
+pub(crate) type JsonBody = Option<ReadBody>;
 
 #[derive(Clone, Copy)]
 pub(crate) struct JsonBodyLayer {
@@ -63,9 +70,10 @@ pub(crate) struct ReadJsonBody<S> {
     inner: S,
 }
 
-impl<S, B> Service<Routed<B>> for ReadJsonBody<S>
+impl<S, B, T> Service<Routed<B, T>> for ReadJsonBody<S>
 where
-    S: Service<Routed<JsonBody>, Error = BoxError> + Clone + Send + 'static,
+    T: Send + 'static,
+    S: Service<Routed<JsonBody, T>, Error = BoxError> + Clone + Send + 'static,
     S::Future: Send,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -78,27 +86,23 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Routed<B>) -> Self::Future {
+    fn call(&mut self, request: Routed<B, T>) -> Self::Future {
         let inner = self.inner.clone();
         let (limit, timeout) = (self.limit, self.timeout);
         Box::pin(async move {
-            let Routed {
-                head,
-                body,
-                provider,
-                id,
-            } = request;
-            let object = if head.method == Method::PATCH {
+            let reads = request.has_body();
+            let Routed { head, body, target } = request;
+            let object = if reads {
                 let bytes = read_body(&head.headers, body, limit, timeout).await?;
-                Some(parse_object(&bytes).map_err(BodyError::NotAJsonObject)?)
+                let object = parse_object(&bytes).map_err(BodyError::NotAJsonObject)?;
+                Some(ReadBody { object, bytes })
             } else {
                 None
             };
             let routed = Routed {
                 head,
                 body: object,
-                provider,
-                id,
+                target,
             };
             inner.oneshot(routed).await
         })

@@ -2,10 +2,13 @@
 //! and locks, the callers and the `Idempotency-Key` records, shared by every serving runtime.
 
 use super::callers::Callers;
-use super::idempotency::Records;
+use super::fanout::FanRecord;
+use super::idempotency::Stored;
+use super::links::Links;
 use super::locks::KeyedLocks;
 use super::provider::ProviderRuntime;
 use super::rate_limit::{self, fingerprint, LocalStore, Quota, RateLimiter, RedisStore, Store};
+use super::records::Records;
 use crate::config::{Backend, Config, OnStoreError, Secret};
 use crate::providers;
 use crate::upstream::{Auth, ClientSettings, TokenStore, Upstream};
@@ -36,7 +39,11 @@ pub(super) struct Shared {
     pub(super) state: Arc<crate::state::Store>,
     /// `[[clients]]`, and their quotas.
     pub(super) callers: Arc<Callers>,
-    pub(super) idempotency: Arc<Records>,
+    pub(super) idempotency: Arc<Records<Stored>>,
+    /// Links, the records of keyed fan-outs, and whose values a read of a link shows first.
+    pub(super) links: Arc<Links>,
+    pub(super) fanouts: Arc<Records<FanRecord>>,
+    pub(super) precedence: Arc<[&'static str]>,
     /// Writes running as their own tasks (they outlive a caller that hangs up): shutdown waits for
     /// them within its grace, across serving runtimes.
     pub(super) writes: tokio_util::task::TaskTracker,
@@ -110,16 +117,30 @@ impl Gateway {
             .collect();
         let names: Arc<[&'static str]> = providers.iter().map(|p| p.name()).collect();
         let callers = Arc::new(Callers::new(&config.clients, &names));
+        let ttl = Duration::from_secs(config.idempotency.ttl_s);
+        let max_entries = config.idempotency.max_entries;
+        // A key in flight is renewed while its request runs; a dead replica's expires like this.
         let idempotency = Arc::new(Records::new(
             &state,
-            Duration::from_secs(config.idempotency.ttl_s),
-            config.idempotency.max_entries,
-            // A key in flight is renewed while its request runs; a dead replica's expires like this.
+            "idempotency",
+            ttl,
+            max_entries,
             lock_ttl,
         ));
+        let fanouts = Arc::new(Records::new(&state, "fanout", ttl, max_entries, lock_ttl));
+        let precedence = config
+            .links
+            .precedence
+            .iter()
+            .filter_map(|name| names.iter().copied().find(|known| known == name))
+            .collect();
+        let providers: Arc<[Arc<ProviderRuntime>]> = providers.into();
         Gateway {
             inner: Arc::new(Shared {
-                providers: providers.into(),
+                links: Arc::new(Links::new(state.clone(), providers.clone())),
+                fanouts,
+                precedence,
+                providers,
                 names,
                 body_limit: config.server.body_limit_bytes,
                 body_timeout: Duration::from_millis(config.server.body_timeout_ms),

@@ -13,13 +13,25 @@ use http::{Extensions, HeaderMap, HeaderValue};
 use http_body_util::Full;
 use std::sync::Arc;
 
-/// A request that names a customer: the caller's head, its body, and which customer.
-pub(crate) struct Routed<B> {
+/// A routed request: the caller's head, its body, and what it names (a customer, or a link).
+pub(crate) struct Routed<B, T = ProviderCustomer> {
     pub head: Parts,
     pub body: B,
+    pub target: T,
+}
+
+/// One provider's customer.
+pub(crate) struct ProviderCustomer {
     pub provider: Arc<ProviderRuntime>,
     /// The id as the provider is sent it (e.g. a lower-cased UUID).
     pub id: String,
+}
+
+impl<B, T> Routed<B, T> {
+    /// Whether the request carries a body to read: a PATCH, or a PUT.
+    pub fn has_body(&self) -> bool {
+        self.head.method == http::Method::PATCH || self.head.method == http::Method::PUT
+    }
 }
 
 /// What a request asks of its customer, once checked.

@@ -8,6 +8,7 @@
 use super::call::Routed;
 use super::client_quota::{CallerQuotas, ClientQuotas};
 use super::error::BoxError;
+use super::route::LinkTarget;
 use crate::config::ClientConfig;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, Request};
@@ -191,15 +192,49 @@ pub(crate) enum CallerError {
     Malformed,
     #[error("the bearer token is not one of a configured client")]
     Unknown,
-    #[error("client {client} may not use {provider}; it may use: {allowed}")]
+    #[error("client {client} may not use {providers}; it may use: {allowed}")]
     Forbidden {
         client: &'static str,
-        provider: &'static str,
+        /// The providers it asked for and may not use.
+        providers: String,
         allowed: String,
     },
 }
 
-/// Check 4 (a `tower::filter` predicate).
+impl Caller {
+    /// Whether it may use every one of `providers` (403 naming those it may not).
+    pub fn may_use_all(&self, providers: &[&str]) -> Result<(), CallerError> {
+        let refused: Vec<&str> = providers
+            .iter()
+            .copied()
+            .filter(|provider| !self.may_use(provider))
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(CallerError::Forbidden {
+            client: self.name,
+            providers: refused.join(", "),
+            allowed: self.providers.as_deref().unwrap_or_default().join(", "),
+        })
+    }
+}
+
+/// The client a request names: `None` when patchbay is open; 401 when none is recognised.
+pub(crate) fn caller_of(
+    extensions: &http::Extensions,
+) -> Result<Option<&Arc<Caller>>, CallerError> {
+    match extensions.get::<Identity>() {
+        None => Ok(None),
+        Some(Identity::Known(caller)) => Ok(Some(caller)),
+        Some(Identity::Missing) => Err(CallerError::Missing),
+        Some(Identity::Malformed) => Err(CallerError::Malformed),
+        Some(Identity::Unknown) => Err(CallerError::Unknown),
+    }
+}
+
+/// Check 4 (a `tower::filter` predicate): a known client (401) allowed the provider (403). For a
+/// link, the client only: which providers it names is known once the link is read.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Authorize;
 
@@ -207,20 +242,19 @@ impl<B> Predicate<Routed<B>> for Authorize {
     type Request = Routed<B>;
 
     fn check(&mut self, request: Routed<B>) -> Result<Routed<B>, BoxError> {
-        let provider = request.provider.name();
-        match request.head.extensions.get::<Identity>() {
-            None => Ok(request),
-            Some(Identity::Known(caller)) if caller.may_use(provider) => Ok(request),
-            Some(Identity::Known(caller)) => Err(CallerError::Forbidden {
-                client: caller.name,
-                provider,
-                allowed: caller.providers.as_deref().unwrap_or_default().join(", "),
-            }
-            .into()),
-            Some(Identity::Missing) => Err(CallerError::Missing.into()),
-            Some(Identity::Malformed) => Err(CallerError::Malformed.into()),
-            Some(Identity::Unknown) => Err(CallerError::Unknown.into()),
+        if let Some(caller) = caller_of(&request.head.extensions)? {
+            caller.may_use_all(&[request.target.provider.name()])?;
         }
+        Ok(request)
+    }
+}
+
+impl<B> Predicate<Routed<B, LinkTarget>> for Authorize {
+    type Request = Routed<B, LinkTarget>;
+
+    fn check(&mut self, request: Routed<B, LinkTarget>) -> Result<Routed<B, LinkTarget>, BoxError> {
+        caller_of(&request.head.extensions)?;
+        Ok(request)
     }
 }
 

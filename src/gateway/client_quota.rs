@@ -203,17 +203,18 @@ impl<C: Clock + Clone> ClientQuotas<C> {
         }
     }
 
-    /// One cell from each of the client's quotas that apply to `provider`, or none at all.
+    /// One cell from each of the client's quotas that apply to a request of `providers` (its overall
+    /// quota once, however many providers one request reaches), or none at all.
     pub fn take(
         &self,
         client: &'static str,
         quotas: &CallerQuotas,
-        provider: &str,
+        providers: &[&str],
     ) -> Result<Taken, ClientLimited> {
         let per_provider = quotas
             .by_provider
             .iter()
-            .filter(|(name, _)| *name == provider)
+            .filter(|(name, _)| providers.contains(name))
             .map(|(_, policy)| policy);
         let mut taken = Taken::default();
         for policy in quotas.overall.iter().chain(per_provider) {
@@ -308,7 +309,7 @@ mod tests {
     /// Admitted requests out of `n` tries for `provider`.
     fn admitted(quotas: &ClientQuotas<FakeRelativeClock>, caller: &CallerQuotas, n: u32) -> u32 {
         (0..n)
-            .filter(|_| quotas.take("c", caller, "juice").is_ok())
+            .filter(|_| quotas.take("c", caller, &["juice"]).is_ok())
             .count() as u32
     }
 
@@ -318,7 +319,7 @@ mod tests {
         let mut quotas = ClientQuotas::with_clock(clock.clone());
         let caller = quotas.add(0, &client(rate(6, 3), None), PROVIDERS);
         assert_eq!(admitted(&quotas, &caller, 10), 3, "the burst");
-        let refused = quotas.take("c", &caller, "juice").unwrap_err();
+        let refused = quotas.take("c", &caller, &["juice"]).unwrap_err();
         assert_eq!(refused.retry_after, 10, "6/min: a cell every 10 s");
         assert_eq!(refused.headers()["ratelimit-policy"], "\"client\";q=6;w=60");
         clock.advance(Duration::from_secs(9));
@@ -352,20 +353,20 @@ mod tests {
         let mut quotas = ClientQuotas::with_clock(FakeRelativeClock::default());
         let caller = quotas.add(0, &client(rate(60, 5), rate(60, 2)), PROVIDERS);
         assert_eq!(admitted(&quotas, &caller, 5), 2, "juice's own burst");
-        let refused = quotas.take("c", &caller, "juice").unwrap_err();
+        let refused = quotas.take("c", &caller, &["juice"]).unwrap_err();
         assert_eq!(refused.policy, "client-juice");
         // The juice refusals gave their overall cells back: 3 of 5 are left for count.
         let count = (0..5)
-            .filter(|_| quotas.take("c", &caller, "count").is_ok())
+            .filter(|_| quotas.take("c", &caller, &["count"]).is_ok())
             .count();
         assert_eq!(count, 3);
         // A cell given back (the provider's quota refused the request) can be taken again.
         let mut fresh = ClientQuotas::with_clock(FakeRelativeClock::default());
         let caller = fresh.add(0, &client(rate(60, 1), None), PROVIDERS);
-        let taken = fresh.take("c", &caller, "juice").unwrap();
-        assert!(fresh.take("c", &caller, "juice").is_err());
+        let taken = fresh.take("c", &caller, &["juice"]).unwrap();
+        assert!(fresh.take("c", &caller, &["juice"]).is_err());
         fresh.give_back(taken);
-        assert!(fresh.take("c", &caller, "juice").is_ok());
+        assert!(fresh.take("c", &caller, &["juice"]).is_ok());
     }
 
     #[test]
@@ -373,12 +374,18 @@ mod tests {
         let mut quotas = ClientQuotas::default();
         let caller = quotas.add(0, &client(rate(1, 1), None), PROVIDERS);
         let quotas = Arc::new(quotas);
-        let held = Held::new(quotas.clone(), quotas.take("c", &caller, "juice").unwrap());
-        assert!(quotas.take("c", &caller, "juice").is_err(), "held");
+        let held = Held::new(
+            quotas.clone(),
+            quotas.take("c", &caller, &["juice"]).unwrap(),
+        );
+        assert!(quotas.take("c", &caller, &["juice"]).is_err(), "held");
         drop(held);
-        let held = Held::new(quotas.clone(), quotas.take("c", &caller, "juice").unwrap());
+        let held = Held::new(
+            quotas.clone(),
+            quotas.take("c", &caller, &["juice"]).unwrap(),
+        );
         held.spend();
-        assert!(quotas.take("c", &caller, "juice").is_err(), "spent");
+        assert!(quotas.take("c", &caller, &["juice"]).is_err(), "spent");
     }
 
     #[test]
@@ -388,7 +395,7 @@ mod tests {
         let caller = quotas.add(0, &client(rate(6, 2), None), PROVIDERS);
         // Two requests hold their cells (waiting in a provider's queue, say) while the burst refills.
         let held: Vec<Taken> = (0..2)
-            .map(|_| quotas.take("c", &caller, "juice").unwrap())
+            .map(|_| quotas.take("c", &caller, &["juice"]).unwrap())
             .collect();
         clock.advance(Duration::from_secs(60));
         assert_eq!(admitted(&quotas, &caller, 2), 2, "the refilled burst");
@@ -398,7 +405,7 @@ mod tests {
         // Given back half-way through its interval, a cell returns what is still unpaid of it.
         clock.advance(Duration::from_secs(60));
         let held: Vec<Taken> = (0..2)
-            .map(|_| quotas.take("c", &caller, "juice").unwrap())
+            .map(|_| quotas.take("c", &caller, &["juice"]).unwrap())
             .collect();
         clock.advance(Duration::from_secs(15));
         let mut held = held.into_iter();

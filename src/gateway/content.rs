@@ -5,7 +5,7 @@
 use super::call::Routed;
 use super::error::BoxError;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
-use http::{HeaderMap, Method};
+use http::HeaderMap;
 use tower::filter::Predicate;
 
 /// The body is not in a media type patchbay reads.
@@ -17,11 +17,11 @@ pub(crate) struct UnsupportedMediaType(pub String);
 #[derive(Clone, Copy, Default)]
 pub(crate) struct ContentType;
 
-impl<B> Predicate<Routed<B>> for ContentType {
-    type Request = Routed<B>;
+impl<B, T> Predicate<Routed<B, T>> for ContentType {
+    type Request = Routed<B, T>;
 
-    fn check(&mut self, request: Routed<B>) -> Result<Routed<B>, BoxError> {
-        if request.head.method == Method::PATCH {
+    fn check(&mut self, request: Routed<B, T>) -> Result<Routed<B, T>, BoxError> {
+        if request.has_body() {
             let headers = &request.head.headers;
             check_content_type(headers)?;
             check_encoding(headers)?;

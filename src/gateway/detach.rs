@@ -47,7 +47,7 @@ pub(crate) struct Detach<S> {
     inner: S,
 }
 
-type Joined<R> = fn(Result<Result<R, BoxError>, JoinError>) -> Result<R, BoxError>;
+pub(crate) type Joined<R> = fn(Result<Result<R, BoxError>, JoinError>) -> Result<R, BoxError>;
 
 impl<S> Service<CustomerCall> for Detach<S>
 where
@@ -68,9 +68,20 @@ where
         if !call.outlives_caller() {
             return Either::Left(self.inner.call(call));
         }
-        let task = self.writes.spawn(self.inner.clone().oneshot(call));
-        Either::Right(task.map(joined::<S::Response>))
+        Either::Right(detached(&self.writes, self.inner.clone().oneshot(call)))
     }
+}
+
+/// Runs `work` as its own task, tracked in `writes`: it goes on to its end if its caller is dropped.
+pub(crate) fn detached<R, F>(
+    writes: &TaskTracker,
+    work: F,
+) -> Map<JoinHandle<Result<R, BoxError>>, Joined<R>>
+where
+    F: std::future::Future<Output = Result<R, BoxError>> + Send + 'static,
+    R: Send + 'static,
+{
+    writes.spawn(work).map(joined::<R>)
 }
 
 /// The task's answer, or why it has none.

@@ -5,15 +5,14 @@
 //! request is a 422; a duplicate while the first is still running is a 409 and never a second write.
 //! Only answers a retry could not change are kept: 2xx, and 4xx but 409 and 429.
 //!
-//! Records live in this process (moka, at most `idempotency.max_entries`) or, with
-//! `state.backend = "redis"`, in Redis, where every replica finds them; a request in flight holds the
-//! record's lock there. A keyed request runs detached (the layer above): a caller that hangs up after
-//! sending it cannot leave a write done and unrecorded. How a failure becomes the answer stored is the
-//! rescue's say, handed to this layer as its renderer.
+//! Records live in this process or in Redis (`records`). A keyed request runs detached (the layer
+//! above): a caller that hangs up after sending it cannot leave a write done and unrecorded. How a
+//! failure becomes the answer stored is the rescue's say, handed to this layer as its renderer.
 
 use super::call::{Answer, CustomerCall};
 use super::error::{BoxError, BoxFuture};
-use crate::state::{Lock, StateError, Store};
+use super::records::{Claim, Records};
+use crate::state::StateError;
 use bytes::Bytes;
 use futures_util::future::{Either, Map};
 use futures_util::FutureExt;
@@ -21,18 +20,16 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tower::{Layer, Service, ServiceExt};
 
 /// What a keyed request carries to this layer in its extensions: whose key, and what was asked.
 #[derive(Clone)]
 pub(crate) struct Keyed {
     /// SHA-256 of client name and key: the record's name.
-    scope: String,
-    fingerprint: String,
+    pub scope: String,
+    pub fingerprint: String,
 }
 
 impl Keyed {
@@ -58,7 +55,7 @@ impl Keyed {
 
 /// A stored answer.
 #[derive(Clone, Serialize, Deserialize)]
-struct Stored {
+pub(crate) struct Stored {
     fingerprint: String,
     status: u16,
     headers: Vec<(String, String)>,
@@ -138,168 +135,30 @@ impl Reply {
     }
 }
 
-/// Where records are kept.
-pub(crate) struct Records {
-    /// This process's records; with a shared store, only those Redis refused to keep.
-    local: moka::sync::Cache<String, Arc<Stored>>,
-    /// Keys in flight in this process.
-    flight: Arc<Mutex<HashSet<String>>>,
-    /// Redis, when the state store is shared: every replica's records and locks.
-    shared: Option<Arc<Store>>,
-    ttl: Duration,
-    /// How long a key in flight is held in Redis without renewal: a replica that dies frees it after
-    /// this; a live one renews it every third of it until the request is answered.
-    flight_ttl: Duration,
-}
-
-/// A key this request holds while it runs.
-enum Claim {
-    /// Held until dropped.
-    Local {
-        _held: FlightGuard,
-    },
-    Shared(Lock),
-}
-
-/// Frees a local key when its request ends, however it ends.
-struct FlightGuard {
-    flight: Arc<Mutex<HashSet<String>>>,
-    scope: String,
-}
-
-impl Drop for FlightGuard {
-    fn drop(&mut self) {
-        let mut flight = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
-        flight.remove(&self.scope);
-    }
-}
-
 enum Begin {
     Replay(Arc<Stored>),
     Busy,
     Run(Claim),
 }
 
-impl Records {
-    /// Records kept `ttl`, at most `max_entries` locally; in `store` when it is shared.
-    pub fn new(
-        store: &Arc<Store>,
-        ttl: Duration,
-        max_entries: u64,
-        flight_ttl: Duration,
-    ) -> Records {
-        Records {
-            // LRU: moka's default (TinyLFU) admits a new entry into a full cache only if it was asked
-            // for more often than the one it would evict, so new records would be dropped at once.
-            local: moka::sync::Cache::builder()
-                .max_capacity(max_entries)
-                .time_to_live(ttl)
-                .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .build(),
-            flight: Arc::default(),
-            shared: store.is_shared().then(|| store.clone()),
-            ttl,
-            flight_ttl,
-        }
+/// The stored answer of `scope`, or its claim for this request, or neither: another holds it.
+async fn begin(records: &Records<Stored>, scope: &str) -> Result<Begin, StateError> {
+    if let Some(stored) = records.stored(scope).await? {
+        return Ok(Begin::Replay(stored));
     }
-
-    fn key(scope: &str) -> String {
-        format!("idempotency:{scope}")
-    }
-
-    async fn stored(&self, scope: &str) -> Result<Option<Arc<Stored>>, StateError> {
-        if let Some(stored) = self.local.get(scope) {
-            return Ok(Some(stored));
+    let Some(claim) = records.claim(scope).await? else {
+        return Ok(Begin::Busy);
+    };
+    // The first may have finished between the look and the claim.
+    match records.stored(scope).await {
+        Ok(None) => Ok(Begin::Run(claim)),
+        Ok(Some(stored)) => {
+            records.release(claim).await;
+            Ok(Begin::Replay(stored))
         }
-        let Some(store) = &self.shared else {
-            return Ok(None);
-        };
-        let key = Records::key(scope);
-        let Some(text) = store.get(&key).await? else {
-            return Ok(None);
-        };
-        let stored = serde_json::from_str(&text).map_err(|error| store.corrupt(&key, error))?;
-        Ok(Some(Arc::new(stored)))
-    }
-
-    async fn begin(&self, scope: &str) -> Result<Begin, StateError> {
-        if let Some(stored) = self.stored(scope).await? {
-            return Ok(Begin::Replay(stored));
-        }
-        let claim = match &self.shared {
-            None => {
-                let mut flight = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
-                if !flight.insert(scope.to_owned()) {
-                    return Ok(Begin::Busy);
-                }
-                let _held = FlightGuard {
-                    flight: self.flight.clone(),
-                    scope: scope.to_owned(),
-                };
-                Claim::Local { _held }
-            }
-            Some(store) => match store.lock(&Records::key(scope), self.flight_ttl).await? {
-                Some(lock) => Claim::Shared(lock),
-                None => return Ok(Begin::Busy),
-            },
-        };
-        // The first may have finished between the look and the claim.
-        match self.stored(scope).await {
-            Ok(None) => Ok(Begin::Run(claim)),
-            Ok(Some(stored)) => {
-                self.release(claim).await;
-                Ok(Begin::Replay(stored))
-            }
-            Err(error) => {
-                self.release(claim).await;
-                Err(error)
-            }
-        }
-    }
-
-    async fn release(&self, claim: Claim) {
-        match (claim, &self.shared) {
-            (Claim::Shared(lock), Some(store)) => store.unlock(lock).await,
-            (claim, _) => drop(claim),
-        }
-    }
-
-    /// Keeps a shared key in flight while `work` runs: renews its lock every third of its lifetime.
-    async fn hold<T>(&self, claim: &Claim, work: impl std::future::Future<Output = T>) -> T {
-        let (Claim::Shared(lock), Some(store)) = (claim, &self.shared) else {
-            return work.await;
-        };
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                done = &mut work => return done,
-                () = tokio::time::sleep(self.flight_ttl / 3) => {
-                    if let Err(error) = store.renew(lock, self.flight_ttl).await {
-                        tracing::warn!(%error, "an Idempotency-Key in flight could not be renewed");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Keeps `stored`, then frees the key.
-    async fn finish(&self, scope: &str, claim: Claim, stored: Stored) {
-        let Some(store) = &self.shared else {
-            self.local.insert(scope.to_owned(), Arc::new(stored));
-            return drop(claim);
-        };
-        let text = serde_json::to_string(&stored).expect("records serialise");
-        match store
-            .put_expiring(&Records::key(scope), text, self.ttl)
-            .await
-        {
-            Ok(()) => self.release(claim).await,
-            Err(error) => {
-                // The write is done. This replica still replays it; the key stays locked until its
-                // lock expires, so other replicas answer 409 meanwhile instead of writing again.
-                tracing::error!(%error, "an idempotency record could not be stored in the state store");
-                self.local.insert(scope.to_owned(), Arc::new(stored));
-            }
+        Err(error) => {
+            records.release(claim).await;
+            Err(error)
         }
     }
 }
@@ -309,12 +168,12 @@ pub(crate) type Render = fn(BoxError) -> Response<Full<Bytes>>;
 
 #[derive(Clone)]
 pub(crate) struct IdempotencyLayer {
-    records: Arc<Records>,
+    records: Arc<Records<Stored>>,
     render: Render,
 }
 
 impl IdempotencyLayer {
-    pub fn new(records: Arc<Records>, render: Render) -> IdempotencyLayer {
+    pub fn new(records: Arc<Records<Stored>>, render: Render) -> IdempotencyLayer {
         IdempotencyLayer { records, render }
     }
 }
@@ -333,7 +192,7 @@ impl<S> Layer<S> for IdempotencyLayer {
 
 #[derive(Clone)]
 pub(crate) struct Idempotency<S> {
-    records: Arc<Records>,
+    records: Arc<Records<Stored>>,
     render: Render,
     inner: S,
 }
@@ -362,7 +221,7 @@ where
         let inner = self.inner.clone();
         let render = self.render;
         Either::Right(Box::pin(async move {
-            let claim = match records.begin(&keyed.scope).await? {
+            let claim = match begin(&records, &keyed.scope).await? {
                 Begin::Replay(stored) if stored.fingerprint == keyed.fingerprint => {
                     crate::metrics::idempotency_request("replayed");
                     return Ok(Reply::Rendered(stored.replay()));

@@ -1,9 +1,10 @@
-//! The metrics layer: every answered request is counted (provider from the path, `none` when it names no
-//! known one; the client, `none` when none was recognised; method, status, latency) and, when
+//! The metrics layer: every answered request is counted (provider from the path, `link` for linked
+//! customers, `none` when it names no known one; the client, `none` when none was recognised; method, status, latency) and, when
 //! `patchbay::access` logs at info, written as one access line with the request id and the upstream
 //! calls it made. Outside the panic catcher, so a panic's 500 counts too.
 
 use super::callers::Identity;
+use super::request::link_path;
 use http::{Method, Request, Response};
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -20,8 +21,9 @@ use tower::{Layer, Service};
 pub(crate) struct CallCount(Arc<AtomicU32>);
 
 impl CallCount {
-    pub fn set(&self, calls: u32) {
-        self.0.store(calls, Ordering::Release);
+    /// Adds the calls of one provider's part of the request (a fan-out has several).
+    pub fn add(&self, calls: u32) {
+        self.0.fetch_add(calls, Ordering::AcqRel);
     }
 
     fn get(&self) -> u32 {
@@ -29,10 +31,40 @@ impl CallCount {
     }
 }
 
+/// The legs of a request to linked customers and their statuses, for the access line (it travels in
+/// the request's extensions).
+#[derive(Clone, Default)]
+pub(crate) struct LegReport(Arc<std::sync::Mutex<String>>);
+
+impl LegReport {
+    /// `provider:status`, one more leg.
+    pub fn add(&self, provider: &str, status: u16) {
+        use std::fmt::Write as _;
+        let mut legs = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !legs.is_empty() {
+            legs.push(',');
+        }
+        let _ = write!(legs, "{provider}:{status}");
+    }
+
+    /// The legs so far; `None` before any leg ran.
+    fn text(&self) -> Option<String> {
+        let legs = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (!legs.is_empty()).then(|| legs.clone())
+    }
+}
+
 /// What the access line says beyond the metrics' labels.
 struct Access {
     request_id: Option<http::HeaderValue>,
     calls: CallCount,
+    legs: Option<LegReport>,
 }
 
 #[derive(Clone)]
@@ -99,16 +131,26 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let provider = provider_of(&self.names, request.uri().path());
+        let path = request.uri().path();
+        let linked = link_path(path).is_some();
+        let provider = match linked {
+            true => "link",
+            false => provider_of(&self.names, path),
+        };
         let client = Identity::label(request.extensions().get::<Identity>());
         let method = method_label(request.method());
         // Only when someone reads the line: a formatted line per request is not free.
         let access = super::access::enabled().then(|| {
             let calls = CallCount::default();
             request.extensions_mut().insert(calls.clone());
+            let legs = linked.then(LegReport::default);
+            if let Some(legs) = &legs {
+                request.extensions_mut().insert(legs.clone());
+            }
             Box::new(Access {
                 request_id: request.headers().get("x-request-id").cloned(),
                 calls,
+                legs,
             })
         });
         Recorded {
@@ -150,8 +192,10 @@ where
             if let Some(access) = this.access.take() {
                 let route = match *this.provider {
                     "none" => "unknown",
+                    "link" => "/customers/{link_id} or /links/{link_id}",
                     _ => "/customers/{provider}:{id}",
                 };
+                let legs = access.legs.as_ref().and_then(LegReport::text);
                 let request_id = access.request_id.as_ref().and_then(|id| id.to_str().ok());
                 super::access::write(&super::access::Line {
                     method: this.method,
@@ -162,6 +206,7 @@ where
                     latency_us: took.as_micros() as u64,
                     request_id: request_id.unwrap_or(""),
                     upstream_calls: access.calls.get(),
+                    legs: legs.as_deref(),
                 });
             }
         }

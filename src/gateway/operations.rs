@@ -25,6 +25,38 @@ impl Gateway {
             .map_err(|error| error.to_string())
     }
 
+    /// Keeps the link `id` of `members` (`(provider, id)`) unless one of that id exists: whether it
+    /// was made.
+    pub async fn keep_link(
+        &self,
+        id: &str,
+        members: &[(&str, &str)],
+    ) -> Result<bool, crate::state::StateError> {
+        let links = &self.inner.links;
+        if links.get(id).await?.is_some() {
+            return Ok(false);
+        }
+        // Written out by hand: the members' order is the link's.
+        let members: Vec<String> = members
+            .iter()
+            .map(|(provider, id)| {
+                let (provider, id) = (
+                    serde_json::Value::from(*provider),
+                    serde_json::Value::from(*id),
+                );
+                format!("{provider}:{id}")
+            })
+            .collect();
+        let body = format!("{{{}}}", members.join(","));
+        match links.link_of(id, body.as_bytes()) {
+            Ok(link) => links.put(&link).await,
+            Err(error) => {
+                tracing::warn!(link = id, %error, "the link was not made");
+                Ok(false)
+            }
+        }
+    }
+
     /// Every provider's credential limiter (for `/quotas`).
     pub(crate) fn limiters(&self) -> impl Iterator<Item = &Arc<RateLimiter>> {
         self.inner

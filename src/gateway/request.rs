@@ -1,4 +1,4 @@
-//! Reading the caller's request: the customer path and `Prefer`.
+//! Reading the caller's request: the customer and link paths, and `Prefer`.
 
 use http::HeaderMap;
 use percent_encoding::percent_decode_str;
@@ -23,6 +23,33 @@ pub(crate) fn customer_path(path: &str) -> Option<CustomerPath> {
     let id = String::from_utf8(decoded[colon + 1..].to_vec())
         .map_err(|_| "the id is not valid UTF-8 once percent-decoded".to_owned());
     Some(CustomerPath { provider, id })
+}
+
+/// What a link's path names: the link itself (`/links/{id}`), or its customer (`/customers/{id}`, an
+/// id without a colon).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LinkPart {
+    Link,
+    Customer,
+}
+
+/// `/links/{id}` or `/customers/{id}` whose id, percent-decoded, has no colon; the id only guaranteed
+/// to be UTF-8 here. `None`: not a link's path.
+pub(crate) fn link_path(path: &str) -> Option<(LinkPart, Result<String, String>)> {
+    let (part, segment) = match path.strip_prefix("/links/") {
+        Some(segment) => (LinkPart::Link, segment),
+        None => (LinkPart::Customer, path.strip_prefix("/customers/")?),
+    };
+    if segment.is_empty() || segment.contains('/') {
+        return None;
+    }
+    let decoded: Vec<u8> = percent_decode_str(segment).collect();
+    if part == LinkPart::Customer && decoded.contains(&b':') {
+        return None;
+    }
+    let id = String::from_utf8(decoded)
+        .map_err(|_| "the id is not valid UTF-8 once percent-decoded".to_owned());
+    Some((part, id))
 }
 
 /// `Prefer: handling=lenient` (RFC 7240), among any other preferences, names case-insensitive. A
@@ -72,6 +99,28 @@ mod tests {
             "/",
         ] {
             assert_eq!(customer_path(not_one), None, "{not_one}");
+        }
+    }
+
+    #[test]
+    fn link_paths() {
+        assert_eq!(
+            link_path("/links/acme"),
+            Some((LinkPart::Link, Ok("acme".to_owned())))
+        );
+        assert_eq!(
+            link_path("/customers/acme%2Dco"),
+            Some((LinkPart::Customer, Ok("acme-co".to_owned())))
+        );
+        for not_one in [
+            "/customers/juice:1",
+            "/customers/juice%3A1",
+            "/customers/",
+            "/links/",
+            "/links/a/b",
+            "/customer/acme",
+        ] {
+            assert_eq!(link_path(not_one), None, "{not_one}");
         }
     }
 

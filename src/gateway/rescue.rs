@@ -13,6 +13,7 @@ use super::detach::WriteTaskFailed;
 use super::error::{cause, BoxError};
 use super::idempotency::KeyError;
 use super::limit::WithQuota;
+use super::links::LinkError;
 use super::operations::NotReady;
 use super::rate_limit::RateLimitError;
 use super::route::RouteError;
@@ -164,6 +165,13 @@ fn problem(error: &(dyn Error + 'static)) -> Problem {
     if let Some(not_ready) = cause::<NotReady>(error) {
         return Problem::new(ProblemKind::ServiceUnavailable, not_ready.to_string());
     }
+    // A link, and what a link names.
+    if let Some(link) = cause::<LinkError>(error) {
+        return match link {
+            LinkError::NotFound(_) => Problem::new(ProblemKind::NotFound, link.to_string()),
+            LinkError::Invalid(errors) => Problem::invalid(errors.clone()),
+        };
+    }
     // Checks 1–3.
     if let Some(route) = cause::<RouteError>(error) {
         let kind = match route {
@@ -174,6 +182,10 @@ fn problem(error: &(dyn Error + 'static)) -> Problem {
             RouteError::InvalidId { message, .. } => {
                 return Problem::new(ProblemKind::BadRequest, route.to_string())
                     .with_errors(vec![FieldError::new("id", message.clone())]);
+            }
+            RouteError::InvalidLinkId(message) => {
+                return Problem::new(ProblemKind::BadRequest, route.to_string())
+                    .with_errors(vec![FieldError::new("link_id", message.clone())]);
             }
         };
         return Problem::new(kind, route.to_string());

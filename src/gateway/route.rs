@@ -2,10 +2,11 @@
 //! (503), the method is GET or PATCH (405), and the id is one the provider could have (400). What passes
 //! goes on as a [`Routed`] request: the caller's head and body, the provider, the id as sent upstream.
 
-use super::call::Routed;
+use super::call::{ProviderCustomer, Routed};
 use super::error::BoxError;
+use super::links::check_link_id;
 use super::provider::ProviderRuntime;
-use super::request::customer_path;
+use super::request::{customer_path, link_path, LinkPart};
 use http::header::HOST;
 use http::{Method, Request, Version};
 use std::sync::Arc;
@@ -34,9 +35,12 @@ pub(crate) enum RouteError {
         provider: &'static str,
         message: String,
     },
+    #[error("invalid link id: {0}")]
+    InvalidLinkId(String),
 }
 
-const NO_ROUTE: &str = "no such route: the API is GET and PATCH /customers/{provider}:{id}";
+const NO_ROUTE: &str = "no such route: the API is GET and PATCH /customers/{provider}:{id} or \
+     /customers/{link_id}, and GET, PUT and DELETE /links/{link_id}";
 
 /// The routing check (a `tower::filter` predicate): the gateway's providers, in the order of the
 /// route's error message.
@@ -52,10 +56,7 @@ impl Route {
 
     fn route<B>(&self, request: Request<B>) -> Result<Routed<B>, RouteError> {
         let (head, body) = request.into_parts();
-        let hosts = head.headers.get_all(HOST).iter().count();
-        if head.version == Version::HTTP_11 && hosts != 1 {
-            return Err(RouteError::Host(hosts));
-        }
+        one_host(&head)?;
         let target =
             customer_path(head.uri.path()).ok_or_else(|| RouteError::NotFound(NO_ROUTE.into()))?;
         let provider = self
@@ -90,8 +91,10 @@ impl Route {
         Ok(Routed {
             head,
             body,
-            provider: provider.clone(),
-            id,
+            target: ProviderCustomer {
+                provider: provider.clone(),
+                id,
+            },
         })
     }
 }
@@ -101,5 +104,63 @@ impl<B> Predicate<Request<B>> for Route {
 
     fn check(&mut self, request: Request<B>) -> Result<Routed<B>, BoxError> {
         Ok(self.route(request)?)
+    }
+}
+
+/// An HTTP/1.1 request carries exactly one `Host` (400).
+fn one_host(head: &http::request::Parts) -> Result<(), RouteError> {
+    let hosts = head.headers.get_all(HOST).iter().count();
+    match head.version == Version::HTTP_11 && hosts != 1 {
+        true => Err(RouteError::Host(hosts)),
+        false => Ok(()),
+    }
+}
+
+/// What a link's request names: the link, or the customer it links.
+pub(crate) struct LinkTarget {
+    pub id: String,
+    pub part: LinkPart,
+}
+
+/// The routing check of a link's paths (a `tower::filter` predicate): one Host (400), a link id
+/// (400), a method the path answers (405).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct LinkRoute;
+
+impl LinkRoute {
+    fn route<B>(request: Request<B>) -> Result<Routed<B, LinkTarget>, RouteError> {
+        let (head, body) = request.into_parts();
+        one_host(&head)?;
+        let (part, id) =
+            link_path(head.uri.path()).ok_or_else(|| RouteError::NotFound(NO_ROUTE.into()))?;
+        let allow = match part {
+            LinkPart::Link => "GET, PUT, DELETE",
+            LinkPart::Customer => "GET, PATCH",
+        };
+        let method = &head.method;
+        let allowed = match part {
+            LinkPart::Link => [Method::GET, Method::PUT, Method::DELETE].contains(method),
+            LinkPart::Customer => method == Method::GET || method == Method::PATCH,
+        };
+        if !allowed {
+            let method = method.clone();
+            return Err(RouteError::Method { method, allow });
+        }
+        let id = id
+            .and_then(|id| check_link_id(&id).map(|()| id))
+            .map_err(RouteError::InvalidLinkId)?;
+        Ok(Routed {
+            head,
+            body,
+            target: LinkTarget { id, part },
+        })
+    }
+}
+
+impl<B> Predicate<Request<B>> for LinkRoute {
+    type Request = Routed<B, LinkTarget>;
+
+    fn check(&mut self, request: Request<B>) -> Result<Routed<B, LinkTarget>, BoxError> {
+        Ok(LinkRoute::route(request)?)
     }
 }

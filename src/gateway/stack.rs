@@ -12,11 +12,13 @@ use super::customer_lock::CustomerLockLayer;
 use super::detach::DetachLayer;
 use super::document::DocumentLayer;
 use super::error::BoxError;
+use super::fanout::{LinkParts, LinkService};
 use super::idempotency::{IdempotencyLayer, Reply};
 use super::limit::RateLimitLayer;
 use super::metrics::MetricsLayer;
 use super::rescue::{self, RescueLayer};
-use super::route::Route;
+use super::route::{LinkRoute, Route};
+use super::split::SplitLayer;
 use super::validate::Validate;
 use crate::upstream::Client;
 use bytes::Bytes;
@@ -70,10 +72,34 @@ pub(crate) fn over<B, S>(
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
-    S: Service<CustomerCall, Response = Answer, Error = BoxError> + Clone + Send + 'static,
+    S: Service<CustomerCall, Response = Answer, Error = BoxError> + Clone + Send + Sync + 'static,
     S::Future: Send,
 {
     let shared = &gateway.inner;
+    // The links branch: links and the customers they name, their checks in the same order.
+    let links = ServiceBuilder::new()
+        // Checks 1–3: one Host (400), a link id (400), a method the path answers (405).
+        .filter(LinkRoute)
+        // Check 4: with `[[clients]]`, a known client's bearer token (401); whether it may use the
+        // link's providers (403) is known once the link is read.
+        .filter(Authorize)
+        // Check 5: a PUT or PATCH body in a JSON media type (415).
+        .filter(ContentType)
+        // Checks 6–7: at most `server.body_limit_bytes` (413), in time (408), one JSON object (400).
+        .layer(JsonBodyLayer::new(shared.body_limit, shared.body_timeout))
+        // The link from the state store (404), the client's providers (403); a patch valid for every
+        // leg (422), every leg admitted or none (429), then every leg at once (checks 8–11 per leg).
+        .service(LinkService::new(
+            LinkParts {
+                links: shared.links.clone(),
+                clients: shared.callers.quotas.clone(),
+                records: shared.fanouts.clone(),
+                writes: shared.writes.clone(),
+                render: rescue::rescue,
+                precedence: shared.precedence.clone(),
+            },
+            customers.clone(),
+        ));
     ServiceBuilder::new()
         // Credentials in the caller's headers are marked sensitive before anything below can log them
         // (the providers' credential headers are made sensitive where they are built).
@@ -112,6 +138,8 @@ where
         .layer(RescueLayer)
         // `GET /openapi.json`: the canonical API's OpenAPI document.
         .layer(DocumentLayer)
+        // The one fork: a link's paths go down the links branch above; the rest goes on below.
+        .layer(SplitLayer::new(links))
         // The canonical customer as JSON, with the headers layers added, or an answer the idempotency
         // layer rendered.
         .map_response(Reply::into_response)

@@ -2,8 +2,8 @@
 //! the provider can store and clear (422); with `Prefer: handling=lenient` what it cannot is skipped
 //! instead. What passes goes on as a [`CustomerCall`]: `{}`, or nothing left once skipped, is a read.
 
-use super::body::JsonBody;
-use super::call::{CustomerCall, Op, Routed};
+use super::body::{JsonBody, ReadBody};
+use super::call::{CustomerCall, Op, ProviderCustomer, Routed};
 use super::callers::Identity;
 use super::error::BoxError;
 use super::idempotency::Keyed;
@@ -22,7 +22,9 @@ pub(crate) struct BadIdempotencyKey(&'static str);
 const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
 
 /// The caller's `Idempotency-Key`, when it sent a usable one.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<HeaderValue>, BadIdempotencyKey> {
+pub(crate) fn idempotency_key(
+    headers: &HeaderMap,
+) -> Result<Option<HeaderValue>, BadIdempotencyKey> {
     let mut keys = headers.get_all(IDEMPOTENCY_KEY).iter();
     let Some(key) = keys.next() else {
         return Ok(None);
@@ -60,12 +62,8 @@ impl Validate {
     }
 
     fn validate(&self, request: Routed<JsonBody>) -> Result<CustomerCall, BoxError> {
-        let Routed {
-            head,
-            body,
-            provider,
-            id,
-        } = request;
+        let Routed { head, body, target } = request;
+        let ProviderCustomer { provider, id } = target;
         let mut call = CustomerCall {
             provider,
             id,
@@ -76,7 +74,7 @@ impl Validate {
             locked: None,
             extensions: head.extensions,
         };
-        let Some(object) = body else {
+        let Some(ReadBody { object, .. }) = body else {
             return Ok(call);
         };
         let idempotency_key = idempotency_key(&head.headers)?;

@@ -55,6 +55,18 @@ pub const TRY_PATH: &str = "/customers/juice:6f7e1e7f-93d1-4fcc-b7a4-738f869615c
 pub const TRY_PATCH: &str =
     r#"{"phone": "+234 801 234 5679", "billing_address": {"city": "Lagos"}}"#;
 
+/// The demo link the gateway keeps while the sandbox runs (`/customers/demo`): one demo customer of
+/// each emulator.
+pub const DEMO_LINK: (&str, &[(&str, &str)]) = (
+    "demo",
+    &[
+        ("sweetspot", "cus_demo_alice"),
+        ("count", "3b241101-e2bb-4255-8caf-4136c566a962"),
+        ("juice", "6f7e1e7f-93d1-4fcc-b7a4-738f869615c8"),
+        ("sparklayer", "cu_demo_jones"),
+    ],
+);
+
 /// Bodies above this are refused with 413; far above anything the gateway sends.
 const MAX_BODY_BYTES: usize = 1 << 20;
 
