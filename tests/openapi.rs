@@ -65,14 +65,58 @@ async fn the_served_document_is_the_committed_one() {
 fn every_provider_has_its_path_and_each_patch_schema_is_what_it_can_store() {
     let doc = document();
     let paths = keys(&doc["paths"]);
-    let expected: BTreeSet<String> = patchbay::providers::all()
+    let mut expected: BTreeSet<String> = patchbay::providers::all()
         .iter()
         .map(|p| format!("/customers/{}:{{customer_id}}", p.name()))
         .collect();
-    assert_eq!(paths, expected, "one path per provider, nothing else");
+    expected.extend(["/links/{link_id}", "/customers/{link_id}"].map(String::from));
+    assert_eq!(
+        paths, expected,
+        "one path per provider and the links', nothing else"
+    );
+    let link = &doc["paths"]["/links/{link_id}"];
+    assert_eq!(
+        keys(link),
+        ["delete", "get", "parameters", "put"]
+            .map(String::from)
+            .into()
+    );
+    let linked = resolve(
+        &doc,
+        &doc["paths"]["/customers/{link_id}"]["patch"]["requestBody"]["content"]
+            ["application/merge-patch+json"]["schema"],
+    );
+    let mut every: BTreeSet<String> = patchbay::canonical::Field::ALL
+        .iter()
+        .map(|f| f.name().to_owned())
+        .collect();
+    every.extend(["billing_address", "shipping_address", "provider_fields"].map(String::from));
+    assert_eq!(
+        keys(&linked["properties"]),
+        every,
+        "a linked patch names every field"
+    );
+    let providers: BTreeSet<String> = patchbay::providers::all()
+        .iter()
+        .map(|p| p.name().to_owned())
+        .collect();
+    let link_schema = resolve(
+        &doc,
+        &link["put"]["requestBody"]["content"]["application/json"]["schema"],
+    );
+    assert_eq!(
+        keys(&link_schema["properties"]),
+        providers,
+        "a link names any provider"
+    );
     for provider in patchbay::providers::all() {
         let name = provider.name();
         let path = &doc["paths"][format!("/customers/{name}:{{customer_id}}")];
+        let id = &path["parameters"][0]["schema"]["pattern"];
+        assert_eq!(
+            link_schema["properties"][name]["pattern"], *id,
+            "{name}: a link's id"
+        );
         assert_eq!(
             keys(path),
             ["get", "parameters", "patch"].map(String::from).into(),
@@ -146,10 +190,13 @@ fn every_status_patchbay_answers_is_documented() {
             documented.contains(&status.to_string()),
             "{status} is not documented"
         );
-        for path in doc["paths"].as_object().unwrap().values() {
+        for (name, path) in doc["paths"].as_object().unwrap() {
+            if name.starts_with("/links/") {
+                continue;
+            }
             assert!(
                 path["patch"]["responses"].get(status.to_string()).is_some(),
-                "PATCH {status}"
+                "PATCH {name} {status}"
             );
             // Check 4 answers GETs too.
             if matches!(status, 401 | 403) {
@@ -158,7 +205,10 @@ fn every_status_patchbay_answers_is_documented() {
         }
     }
     for path in doc["paths"].as_object().unwrap().values() {
-        for method in ["get", "patch"] {
+        for method in ["get", "patch", "put"]
+            .into_iter()
+            .filter(|m| path.get(m).is_some())
+        {
             let ok = &path[method]["responses"]["200"];
             assert_eq!(
                 ok["headers"]["X-Request-Id"]["$ref"],
@@ -187,4 +237,17 @@ async fn each_answer_schema_names_what_a_real_answer_carries() {
         );
         assert_eq!(keys(&answer.body), keys(&schema["properties"]), "{name}");
     }
+    // The sandbox's demo link names every provider: its read carries every member there is.
+    let linked = h.get("demo").await;
+    assert_eq!(linked.status, 200, "{:?}", linked.body);
+    let path = &doc["paths"]["/customers/{link_id}"];
+    let schema = resolve(
+        &doc,
+        &path["get"]["responses"]["200"]["content"]["application/json"]["schema"],
+    );
+    assert_eq!(
+        keys(&linked.body),
+        keys(&schema["properties"]),
+        "a linked read"
+    );
 }

@@ -1,5 +1,5 @@
 //! Links: one customer that several providers hold, under one id of the caller's choosing
-//! (`[A-Za-z0-9_.-]{1,128}`, no colon, so it never collides with `{provider}:{id}`), kept in the state
+//! (`[A-Za-z0-9_.-]{1,128}`: no colon, so it never collides with `{provider}:{id}`), kept in the state
 //! store (`memory`, `file`, `redis`): links survive restarts and replicas share them.
 
 use super::provider::ProviderRuntime;
@@ -13,12 +13,16 @@ use std::sync::Arc;
 /// The longest link id.
 const MAX_ID: usize = 128;
 
-/// Why a link id cannot be one, when it cannot.
+/// Why a link id cannot be one, when it cannot: `[A-Za-z0-9_.-]{1,128}`, not starting with a dot
+/// (`.` and `..` are path segments that clients rewrite before sending).
 pub(crate) fn check_link_id(id: &str) -> Result<(), String> {
     let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
-    match id.len() <= MAX_ID && !id.is_empty() && id.bytes().all(allowed) {
+    let fits = id.len() <= MAX_ID && id.bytes().all(allowed);
+    match fits && id.bytes().next().is_some_and(|first| first != b'.') {
         true => Ok(()),
-        false => Err(format!("must match [A-Za-z0-9_.-]{{1,{MAX_ID}}}")),
+        false => Err(format!(
+            "must be 1 to {MAX_ID} of A-Z a-z 0-9 _ . - (no colon), not starting with a dot"
+        )),
     }
 }
 
@@ -228,7 +232,17 @@ mod tests {
         for ok in ["acme", "cust-42.v2", "A_b", &"x".repeat(128)] {
             assert!(check_link_id(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "juice:1", "a b", "ä", "a/b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            "juice:1",
+            "a b",
+            "ä",
+            "a/b",
+            ".",
+            "..",
+            ".hidden",
+            &"x".repeat(129),
+        ] {
             assert!(check_link_id(bad).is_err(), "{bad}");
         }
     }
