@@ -652,3 +652,44 @@ async fn links_survive_a_restart_with_the_file_store() {
     drop(second);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_admit_a_fanout_through_the_shared_quota() {
+    let h = harness().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let settings = [
+        ("PATCHBAY_STATE__BACKEND", "redis"),
+        ("PATCHBAY_STATE__REDIS_URL", url.as_str()),
+        ("PATCHBAY_RATE_LIMIT__BACKEND", "redis"),
+        ("PATCHBAY_RATE_LIMIT__REDIS_URL", url.as_str()),
+        ("PATCHBAY_RATE_LIMIT__FINGERPRINT_KEY", "test-fingerprints"),
+        (
+            "PATCHBAY_PROVIDERS__JUICE__RATE_LIMIT__WINDOWS",
+            "[{limit=2,seconds=60}]",
+        ),
+    ];
+    let (a, b) = (process(&h, &settings), process(&h, &settings));
+    let (a, b) = (a.addr(), b.addr());
+    let json_type = [("content-type", "application/json")];
+    let created = send_to(&a, Method::PUT, "/links/acme", &json_type, &all_four()).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    // Juice's two calls a minute spent at one replica...
+    for _ in 0..2 {
+        let path = format!("/customers/juice:{JUICE_ID}");
+        assert_eq!(
+            send_to(&a, Method::GET, &path, &[], &Value::Null)
+                .await
+                .status,
+            200
+        );
+    }
+    h.clear_log().await;
+    // ...refuse the fan-out at the other, before anything is written anywhere.
+    let patch = json!({"billing_address": {"city": "Leeds"}});
+    let refused = send_to(&b, Method::PATCH, "/customers/acme", &[CT], &patch).await;
+    assert_eq!(refused.status, 429, "{:?}", refused.body);
+    assert!(refused.header("retry-after").is_some());
+    let log = h.full_log().await;
+    assert!(log.is_empty(), "nothing reached any provider: {log:?}");
+}
