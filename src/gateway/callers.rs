@@ -1,5 +1,5 @@
 //! Check 4, the caller: with `[[clients]]` configured, every request names a client by its bearer
-//! token (compared by SHA-256, in constant time), and that client may use the provider it names (401
+//! token (found by its SHA-256), and that client may use the provider it names (401
 //! with `WWW-Authenticate: Bearer`, 403). The token is read once, outermost, so that the metrics and the
 //! access line can name the client of every answer; it is enforced here, at check 4, after the route.
 //! With no clients configured nobody is asked (the listener is then loopback-only unless
@@ -13,9 +13,9 @@ use crate::config::ClientConfig;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, Request};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
-use subtle::ConstantTimeEq;
 use tower::filter::Predicate;
 use tower::{Layer, Service};
 
@@ -64,6 +64,11 @@ impl Identity {
 #[derive(Default)]
 pub(crate) struct Callers {
     clients: Vec<Arc<Caller>>,
+    /// Each client by the SHA-256 of its token: a lookup costs the same however many clients there are.
+    by_hash: HashMap<[u8; 32], Arc<Caller>>,
+    /// Tokens that named a client, so that its next requests skip the SHA-256: at most one per client
+    /// (a token no client has is never kept), so it cannot grow with what callers send.
+    seen: RwLock<HashMap<Box<[u8]>, Arc<Caller>>>,
     pub quotas: Arc<ClientQuotas>,
 }
 
@@ -71,7 +76,7 @@ impl Callers {
     /// The clients of the configuration (validated: every token hash is 64 hex digits).
     pub fn new(configured: &[ClientConfig], providers: &[&'static str]) -> Callers {
         let mut quotas = ClientQuotas::default();
-        let clients = configured
+        let clients: Vec<Arc<Caller>> = configured
             .iter()
             .enumerate()
             .map(|(index, client)| {
@@ -87,8 +92,14 @@ impl Callers {
                 })
             })
             .collect();
+        let by_hash = clients
+            .iter()
+            .map(|client| (client.token_sha256, client.clone()))
+            .collect();
         Callers {
             clients,
+            by_hash,
+            seen: RwLock::default(),
             quotas: Arc::new(quotas),
         }
     }
@@ -97,7 +108,9 @@ impl Callers {
         self.clients.is_empty()
     }
 
-    /// The client `headers` name. Every client's hash is compared, in constant time, whichever matches.
+    /// The client `headers` name: by its token, when that token named it before, else by the token's
+    /// SHA-256. Neither reveals anything of a token: what is looked up is what the caller sent, or its
+    /// hash, and no configured token is ever held.
     pub fn identify(&self, headers: &HeaderMap) -> Identity {
         let mut values = headers.get_all(AUTHORIZATION).iter();
         let (Some(value), None) = (values.next(), values.next()) else {
@@ -109,15 +122,18 @@ impl Callers {
         let Some(token) = bearer_token(value.as_bytes()) else {
             return Identity::Malformed;
         };
-        let presented: [u8; 32] = Sha256::digest(token).into();
-        let mut found = None;
-        for client in &self.clients {
-            let same: bool = client.token_sha256.ct_eq(&presented).into();
-            if same && found.is_none() {
-                found = Some(client.clone());
-            }
+        let seen = self.seen.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = seen.get(token) {
+            return Identity::Known(client.clone());
         }
-        found.map_or(Identity::Unknown, Identity::Known)
+        drop(seen);
+        let presented: [u8; 32] = Sha256::digest(token).into();
+        let Some(client) = self.by_hash.get(&presented) else {
+            return Identity::Unknown;
+        };
+        let mut seen = self.seen.write().unwrap_or_else(PoisonError::into_inner);
+        seen.insert(token.into(), client.clone());
+        Identity::Known(client.clone())
     }
 }
 
@@ -315,6 +331,12 @@ mod tests {
                 "{malformed:?}"
             );
         }
+        // Only tokens that named a client are remembered, once each.
+        for i in 0..100 {
+            identify(&callers, &[&format!("Bearer tok-stranger-{i}")]);
+        }
+        identify(&callers, &["Bearer tok-crm"]);
+        assert_eq!(callers.seen.read().unwrap().len(), 2, "billing and crm");
         let Identity::Known(crm) = identify(&callers, &["Bearer tok-crm"]) else {
             panic!("crm is known");
         };
