@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::cell::RefCell;
 use std::fmt::Write;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -196,6 +197,44 @@ pub fn encode() -> String {
 /// The content type of [`encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The series a thread recorded last, each with its handle (which shares the series' value), so that a
+/// request finds its series without hashing its labels or taking the family's lock. A handful at most.
+type Recent<K, M> = RefCell<Vec<(K, M)>>;
+
+const RECENT: usize = 32;
+
+/// Records into the series `labels` of `family` through this thread's `recent` handles.
+fn record<K, M, C>(
+    recent: &'static std::thread::LocalKey<Recent<K, M>>,
+    family: &Family<K, M, C>,
+    labels: K,
+    apply: impl FnOnce(&M),
+) where
+    K: Clone + Eq + std::hash::Hash,
+    M: Clone,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    recent.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some((_, metric)) = recent.iter().find(|(known, _)| *known == labels) {
+            return apply(metric);
+        }
+        let metric = family.get_or_create(&labels).clone();
+        apply(&metric);
+        if recent.len() == RECENT {
+            recent.clear();
+        }
+        recent.push((labels, metric));
+    });
+}
+
+thread_local! {
+    static REQUESTS: Recent<Request, Counter> = const { RefCell::new(Vec::new()) };
+    static REQUEST_SECONDS: Recent<ProviderMethod, Histogram> = const { RefCell::new(Vec::new()) };
+    static UPSTREAM: Recent<Upstream, Counter> = const { RefCell::new(Vec::new()) };
+    static UPSTREAM_SECONDS: Recent<Provider, Histogram> = const { RefCell::new(Vec::new()) };
+}
+
 /// One answered request: `provider` is `none` when the path named none, `client` a configured client's
 /// name or `none`.
 pub fn http_request(
@@ -211,23 +250,34 @@ pub fn http_request(
         method,
         status,
     };
-    METRICS.requests.get_or_create(&labels).inc();
-    METRICS
-        .request_seconds
-        .get_or_create(&ProviderMethod { provider, method })
-        .observe(took.as_secs_f64());
+    record(&REQUESTS, &METRICS.requests, labels, |counter| {
+        counter.inc();
+    });
+    let labels = ProviderMethod { provider, method };
+    record(
+        &REQUEST_SECONDS,
+        &METRICS.request_seconds,
+        labels,
+        |seconds| seconds.observe(took.as_secs_f64()),
+    );
 }
 
 /// One call to a provider.
 pub fn upstream_call(provider: &'static str, status: Status, took: Duration) {
-    METRICS
-        .upstream
-        .get_or_create(&Upstream { provider, status })
-        .inc();
-    METRICS
-        .upstream_seconds
-        .get_or_create(&Provider { provider })
-        .observe(took.as_secs_f64());
+    record(
+        &UPSTREAM,
+        &METRICS.upstream,
+        Upstream { provider, status },
+        |counter| {
+            counter.inc();
+        },
+    );
+    record(
+        &UPSTREAM_SECONDS,
+        &METRICS.upstream_seconds,
+        Provider { provider },
+        |seconds| seconds.observe(took.as_secs_f64()),
+    );
 }
 
 /// One decision of a provider's rate limit.

@@ -74,44 +74,11 @@ pub fn flush() {
 
 /// Adds `line` to the waiting lines.
 pub(crate) fn write(line: &Line<'_>) {
-    use std::fmt::Write as _;
     BUFFER.with(|buffer| {
         let mut text = buffer.borrow_mut();
         text.clear();
-        let now = humantime::format_rfc3339_micros(SystemTime::now());
-        let Line {
-            method,
-            route,
-            provider,
-            client,
-            status,
-            latency_us,
-            request_id,
-            upstream_calls,
-            legs,
-        } = line;
-        let _ = if JSON.load(Ordering::Relaxed) {
-            write!(
-                text,
-                r#"{{"timestamp":"{now}","level":"INFO","message":"request","method":"{method}","route":"{route}","provider":"{provider}","client":"{client}","status":{status},"latency_us":{latency_us},"request_id":{},"upstream_calls":{upstream_calls},"target":"patchbay::access"}}"#,
-                serde_json::Value::from(*request_id)
-            )
-        } else {
-            write!(
-                text,
-                "{now}  INFO patchbay::access: request method={method} route={route} provider={provider} client={client} status={status} latency_us={latency_us} request_id={request_id} upstream_calls={upstream_calls}"
-            )
-        };
-        if let Some(legs) = legs {
-            let _ = match JSON.load(Ordering::Relaxed) {
-                // Before the closing brace of the object written above.
-                true => {
-                    text.pop();
-                    write!(text, r#","legs":"{legs}"}}"#)
-                }
-                false => write!(text, " legs={legs}"),
-            };
-        }
+        let json = JSON.load(Ordering::Relaxed);
+        format(&mut text, line, json);
         text.push('\n');
         let full = {
             let mut pending = PENDING.lock().unwrap_or_else(PoisonError::into_inner);
@@ -122,4 +89,114 @@ pub(crate) fn write(line: &Line<'_>) {
             flush();
         }
     });
+}
+
+/// One value of the line.
+enum Value<'a> {
+    Text(&'a str),
+    Number(u64),
+}
+
+/// The line, text (`name=value …`) or a JSON object, built by hand: the formatting machinery is a large
+/// share of what writing a line costs.
+fn format(text: &mut String, line: &Line<'_>, json: bool) {
+    use std::fmt::Write as _;
+    let now = humantime::format_rfc3339_micros(SystemTime::now());
+    let fields = [
+        ("method", Value::Text(line.method)),
+        ("route", Value::Text(line.route)),
+        ("provider", Value::Text(line.provider)),
+        ("client", Value::Text(line.client)),
+        ("status", Value::Number(line.status.into())),
+        ("latency_us", Value::Number(line.latency_us)),
+        ("request_id", Value::Text(line.request_id)),
+        ("upstream_calls", Value::Number(line.upstream_calls.into())),
+    ];
+    let legs = line.legs.map(|legs| ("legs", Value::Text(legs)));
+    let fields = fields.into_iter().chain(legs);
+    let mut digits = itoa::Buffer::new();
+    if json {
+        let _ = write!(
+            text,
+            r#"{{"timestamp":"{now}","level":"INFO","message":"request""#
+        );
+        for (name, value) in fields {
+            text.push_str(",\"");
+            text.push_str(name);
+            text.push_str("\":");
+            match value {
+                Value::Number(number) => text.push_str(digits.format(number)),
+                Value::Text(value) => json_string(text, value),
+            }
+        }
+        text.push_str(r#","target":"patchbay::access"}"#);
+    } else {
+        let _ = write!(text, "{now}  INFO patchbay::access: request");
+        for (name, value) in fields {
+            text.push(' ');
+            text.push_str(name);
+            text.push('=');
+            match value {
+                Value::Number(number) => text.push_str(digits.format(number)),
+                Value::Text(value) => text.push_str(value),
+            }
+        }
+    }
+}
+
+/// `value` as a JSON string (a request id is the caller's: its quotes and backslashes are escaped, and
+/// anything below a space).
+fn json_string(text: &mut String, value: &str) {
+    text.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => text.push_str("\\\""),
+            '\\' => text.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                use std::fmt::Write as _;
+                let _ = write!(text, "\\u{:04x}", c as u32);
+            }
+            c => text.push(c),
+        }
+    }
+    text.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(request_id: &str) -> Line<'_> {
+        Line {
+            method: "PATCH",
+            route: "/customers/{provider}:{id}",
+            provider: "juice",
+            client: "none",
+            status: 200,
+            latency_us: 1234,
+            request_id,
+            upstream_calls: 2,
+            legs: None,
+        }
+    }
+
+    #[test]
+    fn lines_read_as_text_and_as_json() {
+        let mut text = String::new();
+        format(&mut text, &line("id-1"), false);
+        let (_, rest) = text.split_once("  INFO patchbay::access: ").unwrap();
+        assert_eq!(
+            rest,
+            "request method=PATCH route=/customers/{provider}:{id} provider=juice client=none status=200 latency_us=1234 request_id=id-1 upstream_calls=2"
+        );
+        let mut text = String::new();
+        let mut with_legs = line(r#"a"b\c"#);
+        with_legs.legs = Some("count:200,juice:502");
+        format(&mut text, &with_legs, true);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["request_id"], r#"a"b\c"#);
+        assert_eq!(value["status"], 200);
+        assert_eq!(value["legs"], "count:200,juice:502");
+        assert_eq!(value["target"], "patchbay::access");
+    }
 }

@@ -4,7 +4,7 @@
 //! calls it made. Outside the panic catcher, so a panic's 500 counts too.
 
 use super::callers::Identity;
-use super::request::link_path;
+use super::request::is_link_path;
 use http::{Method, Request, Response};
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -132,7 +132,7 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let path = request.uri().path();
-        let linked = link_path(path).is_some();
+        let linked = is_link_path(path);
         let provider = match linked {
             true => "link",
             false => provider_of(&self.names, path),

@@ -2,7 +2,7 @@
 //! down the links branch; every other request goes on down the per-provider checks.
 
 use super::error::BoxError;
-use super::request::link_path;
+use super::request::is_link_path;
 use futures_util::future::Either;
 use http::Request;
 use std::task::{ready, Context, Poll};
@@ -51,9 +51,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        match link_path(request.uri().path()) {
-            Some(_) => Either::Left(self.links.call(request)),
-            None => Either::Right(self.inner.call(request)),
+        match is_link_path(request.uri().path()) {
+            true => Either::Left(self.links.call(request)),
+            false => Either::Right(self.inner.call(request)),
         }
     }
 }
