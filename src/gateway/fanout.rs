@@ -269,7 +269,7 @@ where
             return Err(KeyError::InFlight.into());
         };
         let mut record = match records.stored(&keyed.scope).await {
-            Ok(Some(record)) if record.fingerprint != keyed.fingerprint => {
+            Ok(Some(record)) if !keyed.matches(&record.fingerprint) => {
                 records.release(claim).await;
                 crate::metrics::idempotency_request("reused");
                 return Err(KeyError::Reused.into());

@@ -11,8 +11,7 @@
 
 use super::call::{Answer, CustomerCall};
 use super::error::{BoxError, BoxFuture};
-use super::records::{Claim, Records};
-use crate::state::StateError;
+use super::records::{Begin, Records};
 use bytes::Bytes;
 use futures_util::future::{Either, Map};
 use futures_util::FutureExt;
@@ -27,28 +26,44 @@ use tower::{Layer, Service, ServiceExt};
 /// What a keyed request carries to this layer in its extensions: whose key, and what was asked.
 #[derive(Clone)]
 pub(crate) struct Keyed {
-    /// SHA-256 of client name and key: the record's name.
+    /// SHA-256 of client name and key: the record's name (another client cannot name it).
     pub scope: String,
+    /// `x3:` and the XXH3-128 of the request: it only tells one request under the key from another
+    /// (a collision would only mislead the client that made it), so it needs no cryptographic hash.
     pub fingerprint: String,
+    /// The request as fingerprinted, for a record an earlier version kept with its SHA-256.
+    request: Arc<[u8]>,
 }
 
 impl Keyed {
     /// `client` (`""` when patchbay is open) and its key; the request's method, target, handling and
     /// body as patchbay read them (a body's keys in order, so reordered members are the same request).
-    pub fn new(client: &str, key: &[u8], request: &[&[u8]]) -> Keyed {
+    pub fn new(client: &str, key: &[u8], parts: &[&[u8]]) -> Keyed {
         let scope = Sha256::new()
             .chain_update(client)
             .chain_update([0])
             .chain_update(key)
             .finalize();
-        let mut fingerprint = Sha256::new();
-        for part in request {
-            fingerprint.update((part.len() as u64).to_be_bytes());
-            fingerprint.update(part);
+        let length = parts.iter().map(|part| 8 + part.len()).sum();
+        let mut request = Vec::with_capacity(length);
+        for part in parts {
+            request.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            request.extend_from_slice(part);
         }
+        let fingerprint = format!("x3:{:032x}", xxhash_rust::xxh3::xxh3_128(&request));
         Keyed {
             scope: hex::encode(scope),
-            fingerprint: hex::encode(fingerprint.finalize()),
+            fingerprint,
+            request: request.into(),
+        }
+    }
+
+    /// Whether a record's fingerprint is of this very request (the hex SHA-256 of its parts, for a
+    /// record kept before fingerprints were XXH3).
+    pub fn matches(&self, stored: &str) -> bool {
+        match stored.starts_with("x3:") {
+            true => stored == self.fingerprint,
+            false => stored == hex::encode(Sha256::digest(&self.request)),
         }
     }
 }
@@ -135,34 +150,6 @@ impl Reply {
     }
 }
 
-enum Begin {
-    Replay(Arc<Stored>),
-    Busy,
-    Run(Claim),
-}
-
-/// The stored answer of `scope`, or its claim for this request, or neither: another holds it.
-async fn begin(records: &Records<Stored>, scope: &str) -> Result<Begin, StateError> {
-    if let Some(stored) = records.stored(scope).await? {
-        return Ok(Begin::Replay(stored));
-    }
-    let Some(claim) = records.claim(scope).await? else {
-        return Ok(Begin::Busy);
-    };
-    // The first may have finished between the look and the claim.
-    match records.stored(scope).await {
-        Ok(None) => Ok(Begin::Run(claim)),
-        Ok(Some(stored)) => {
-            records.release(claim).await;
-            Ok(Begin::Replay(stored))
-        }
-        Err(error) => {
-            records.release(claim).await;
-            Err(error)
-        }
-    }
-}
-
 /// How a failure becomes an answer (the rescue's): what a keyed request stores when it failed.
 pub(crate) type Render = fn(BoxError) -> Response<Full<Bytes>>;
 
@@ -221,12 +208,12 @@ where
         let inner = self.inner.clone();
         let render = self.render;
         Either::Right(Box::pin(async move {
-            let claim = match begin(&records, &keyed.scope).await? {
-                Begin::Replay(stored) if stored.fingerprint == keyed.fingerprint => {
+            let claim = match records.begin(&keyed.scope).await? {
+                Begin::Stored(stored) if keyed.matches(&stored.fingerprint) => {
                     crate::metrics::idempotency_request("replayed");
                     return Ok(Reply::Rendered(stored.replay()));
                 }
-                Begin::Replay(_) => {
+                Begin::Stored(_) => {
                     crate::metrics::idempotency_request("reused");
                     return Err(KeyError::Reused.into());
                 }
@@ -258,5 +245,37 @@ where
             }
             Ok(Reply::Rendered(response))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_tells_requests_apart_and_reads_an_earlier_versions() {
+        let parts: [&[u8]; 4] = [b"PATCH", b"/customers/juice:1", b"strict", br#"{"a":1}"#];
+        let keyed = Keyed::new("billing", b"k1", &parts);
+        assert!(keyed.fingerprint.starts_with("x3:"));
+        assert!(keyed.matches(&keyed.fingerprint));
+        let other = Keyed::new(
+            "billing",
+            b"k1",
+            &[b"PATCH", b"/customers/juice:1", b"strict", b"{}"],
+        );
+        assert!(!keyed.matches(&other.fingerprint));
+        assert_eq!(
+            keyed.scope, other.scope,
+            "the record's name is the client's key alone"
+        );
+        // What an earlier version stored: the SHA-256 of the length-prefixed parts, in hex.
+        let mut legacy = Sha256::new();
+        for part in parts {
+            legacy.update((part.len() as u64).to_be_bytes());
+            legacy.update(part);
+        }
+        let legacy = hex::encode(legacy.finalize());
+        assert!(keyed.matches(&legacy));
+        assert!(!other.matches(&legacy));
     }
 }

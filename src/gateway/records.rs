@@ -26,6 +26,13 @@ pub(crate) struct Records<T> {
     flight_ttl: Duration,
 }
 
+/// What [`Records::begin`] found: a record, another request holding the key, or the key for this one.
+pub(crate) enum Begin<T> {
+    Stored(Arc<T>),
+    Busy,
+    Run(Claim),
+}
+
 /// A key this request holds while it runs.
 pub(crate) struct Claim(Held);
 
@@ -120,6 +127,44 @@ where
             },
         };
         Ok(Some(Claim(claim)))
+    }
+
+    /// The record of `scope` if one is kept, else its claim for this request; `Busy`: another request
+    /// holds it. In this process, one look under the claims' lock: a record is kept before its claim
+    /// is freed, so a claim granted here finds the record of any request that held it before.
+    pub async fn begin(&self, scope: &str) -> Result<Begin<T>, StateError> {
+        if self.shared.is_none() {
+            let mut flight = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(stored) = self.local.get(scope) {
+                return Ok(Begin::Stored(stored));
+            }
+            if !flight.insert(scope.to_owned()) {
+                return Ok(Begin::Busy);
+            }
+            let guard = FlightGuard {
+                flight: self.flight.clone(),
+                scope: scope.to_owned(),
+            };
+            return Ok(Begin::Run(Claim(Held::Local { _guard: guard })));
+        }
+        if let Some(stored) = self.stored(scope).await? {
+            return Ok(Begin::Stored(stored));
+        }
+        let Some(claim) = self.claim(scope).await? else {
+            return Ok(Begin::Busy);
+        };
+        // The first may have finished between the look and the claim.
+        match self.stored(scope).await {
+            Ok(None) => Ok(Begin::Run(claim)),
+            Ok(Some(stored)) => {
+                self.release(claim).await;
+                Ok(Begin::Stored(stored))
+            }
+            Err(error) => {
+                self.release(claim).await;
+                Err(error)
+            }
+        }
     }
 
     /// Frees a claim without keeping anything.
