@@ -6,6 +6,8 @@
 #   (c) patchbay — wrk → patchbay translating the canonical PATCH into that PUT (rate limits off)
 #   (d) rmw      — wrk → patchbay, a partial Juice billing_address patch (GET + PATCH upstream) over
 #                  1 000 customers
+#   (f) token    — (c) with a client's bearer token (a second patchbay, one [[clients]] entry)
+#   (g) keyed    — (c) with a new Idempotency-Key on every PATCH
 #   (e) nginx-lua — wrk → nginx with its Lua module (the engine Kong's plugins run on) doing (c)'s work in
 #                  benches/lua/translate.lua: the checks, the canonical PATCH → the same Sweet Spot PUT through
 #                  a keep-alive upstream, the answer back to canonical; the same request as (c)
@@ -21,7 +23,7 @@ DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-"64 256"}
 THREADS=${THREADS:-2}
-SETUPS=${SETUPS:-"direct nginx nginx-lua patchbay rmw"}
+SETUPS=${SETUPS:-"direct nginx nginx-lua patchbay token keyed rmw"}
 has() { [[ " $SETUPS " == *" $1 "* ]]; }
 # Where Debian's libnginx-mod-http-* packages put nginx's dynamic modules.
 NGINX_MODULES=${NGINX_MODULES:-/usr/lib/nginx/modules}
@@ -40,7 +42,7 @@ if ((${#missing[@]})); then
 fi
 
 # BENCH_BIN: measure a binary built elsewhere (e.g. a profiling build) instead of building one.
-if ! has patchbay && ! has rmw; then
+if ! has patchbay && ! has rmw && ! has token && ! has keyed; then
   BIN=
 elif [[ -n "${BENCH_BIN:-}" ]]; then
   BIN=$BENCH_BIN
@@ -60,8 +62,9 @@ trap cleanup EXIT
 
 . benches/upstream.sh
 
-UP=$(free_port); PX=$(free_port); PL=$(free_port); PB=$(free_port)
-declare -A PORT=([direct]=$UP [nginx]=$PX [nginx-lua]=$PL [patchbay]=$PB [rmw]=$PB)
+UP=$(free_port); PX=$(free_port); PL=$(free_port); PB=$(free_port); PT=$(free_port); PK=$(free_port)
+declare -A PORT=([direct]=$UP [nginx]=$PX [nginx-lua]=$PL [patchbay]=$PB [rmw]=$PB [keyed]=$PK [token]=$PT)
+TOKEN=tok-bench-4f3e2d1c
 upstream_conf "$WORK" "$UP"
 cat >"$WORK/proxy.conf" <<CONF
 worker_processes auto;
@@ -133,19 +136,31 @@ if has nginx-lua; then
   wait_port "$PL" || { cat "$WORK/lua-error.log"; exit 1; }
 fi
 
+# start_patchbay NAME PORT [env…]: a patchbay in front of the upstream (rate limits off); its pid in LAST_PID.
+start_patchbay() {
+  local name=$1 port=$2; shift 2
+  env PATCHBAY_SANDBOX__ENABLED=false \
+    PATCHBAY_SERVER__LISTEN=127.0.0.1:"$port" PATCHBAY_SERVER__ADMIN_LISTEN=127.0.0.1:0 \
+    PATCHBAY_PROVIDERS__SWEETSPOT__BASE_URL=http://127.0.0.1:$UP \
+    PATCHBAY_PROVIDERS__SWEETSPOT__API_KEY=$KEY \
+    PATCHBAY_PROVIDERS__JUICE__BASE_URL=http://127.0.0.1:$UP/juice \
+    PATCHBAY_PROVIDERS__JUICE__API_KEY=test_bench \
+    PATCHBAY_PROVIDERS__JUICE__RATE_LIMIT__WINDOWS='[]' \
+    PATCHBAY_PROVIDERS__COUNT__RATE_LIMIT__WINDOWS='[]' \
+    "$@" "$BIN" >"$WORK/$name.log" 2>&1 &
+  LAST_PID=$!; PIDS+=($LAST_PID)
+  wait_port "$port" || { cat "$WORK/$name.log"; exit 1; }
+}
 if [[ -n $BIN ]]; then
-start=$(date +%s%N)
-PATCHBAY_SANDBOX__ENABLED=false \
-PATCHBAY_SERVER__LISTEN=127.0.0.1:$PB PATCHBAY_SERVER__ADMIN_LISTEN=127.0.0.1:0 \
-PATCHBAY_PROVIDERS__SWEETSPOT__BASE_URL=http://127.0.0.1:$UP \
-PATCHBAY_PROVIDERS__SWEETSPOT__API_KEY=$KEY \
-PATCHBAY_PROVIDERS__JUICE__BASE_URL=http://127.0.0.1:$UP/juice \
-PATCHBAY_PROVIDERS__JUICE__API_KEY=test_bench \
-PATCHBAY_PROVIDERS__JUICE__RATE_LIMIT__WINDOWS='[]' \
-PATCHBAY_PROVIDERS__COUNT__RATE_LIMIT__WINDOWS='[]' \
-  "$BIN" >"$WORK/patchbay.log" 2>&1 & PB_PID=$!; PIDS+=($PB_PID)
-wait_port "$PB" || { cat "$WORK/patchbay.log"; exit 1; }
-READY_MS=$(( ($(date +%s%N) - start) / 1000000 ))
+  start=$(date +%s%N)
+  start_patchbay patchbay "$PB"; PB_PID=$LAST_PID
+  READY_MS=$(( ($(date +%s%N) - start) / 1000000 ))
+  # Keyed PATCHes in a process of their own: its records would count in the single-call peak RSS.
+  if has keyed; then start_patchbay keyed "$PK"; PK_PID=$LAST_PID; fi
+  if has token; then
+    HASH=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
+    start_patchbay token "$PT" PATCHBAY_CLIENTS="[{name=\"bench\",token_sha256=\"$HASH\"}]"; PT_PID=$LAST_PID
+  fi
 fi
 
 cat >"$WORK/direct.lua" <<'LUA'
@@ -168,6 +183,21 @@ wrk.body = '{"first_name":"Alicia","billing_address":{"city":"Oakland"}}'
 wrk.headers["Content-Type"] = "application/merge-patch+json"
 LUA
 cp "$WORK/patchbay.lua" "$WORK/nginx-lua.lua" # the very request patchbay gets: the same work to do
+cp "$WORK/patchbay.lua" "$WORK/token.lua"
+echo "wrk.headers[\"Authorization\"] = \"Bearer $TOKEN\"" >>"$WORK/token.lua"
+# A new key on every PATCH, and in every wrk thread (each has a Lua state of its own).
+cat >"$WORK/keyed.lua" <<'LUA'
+wrk.method = "PATCH"
+wrk.body = '{"first_name":"Alicia","billing_address":{"city":"Oakland"}}'
+wrk.headers["Content-Type"] = "application/merge-patch+json"
+local prefix = tostring({}):gsub("[^%w]", "")
+local n = 0
+request = function()
+  n = n + 1
+  wrk.headers["Idempotency-Key"] = prefix .. "-" .. n
+  return wrk.format(nil, "/customers/sweetspot:cus_demo_alice")
+end
+LUA
 # Read-merge-write over 1 000 customers: writes to ONE customer are serialised by design, which would
 # measure that lock rather than the cost of the extra read.
 cat >"$WORK/rmw.lua" <<'LUA'
@@ -229,7 +259,8 @@ RESULTS=$WORK/results.tsv
 run() { # setup port conns round
   local out pids before after
   case $1 in
-    nginx) pids=$PROXY_WORKERS ;; nginx-lua) pids=$LUA_WORKERS ;; direct) pids=$UPSTREAM_WORKERS ;; *) pids=$PB_PID ;;
+    nginx) pids=$PROXY_WORKERS ;; nginx-lua) pids=$LUA_WORKERS ;; direct) pids=$UPSTREAM_WORKERS ;;
+    token) pids=$PT_PID ;; keyed) pids=$PK_PID ;; *) pids=$PB_PID ;;
   esac
   before=$(cpu_ticks $pids)
   out=$(wrk -t"$THREADS" -c"$3" -d"$DURATION" --latency -s "$WORK/$1.lua" "http://127.0.0.1:$2")
@@ -253,7 +284,7 @@ rss() { awk '/VmHWM/ {print $2}' "/proc/$PB_PID/status"; }
 for conns in $CONNS; do
   if has direct; then run direct "$UP" "$conns" 1; fi
   for round in $(seq 1 "$ROUNDS"); do
-    for setup in nginx nginx-lua patchbay; do
+    for setup in nginx nginx-lua patchbay token keyed; do
       if has $setup; then run $setup "${PORT[$setup]}" "$conns" "$round"; fi
     done
   done
@@ -272,7 +303,7 @@ single_mib, single_conns = int(sys.argv[4]) / 1024, sys.argv[5]
 def med(setup, conns, col):
     values = [float(r[col]) for r in rows if r[0] == setup and r[1] == conns]
     return statistics.median(values) if values else float("nan")
-setups = [s for s in ["direct", "nginx", "nginx-lua", "patchbay", "rmw"] if any(r[0] == s for r in rows)]
+setups = [s for s in ["direct", "nginx", "nginx-lua", "patchbay", "token", "keyed", "rmw"] if any(r[0] == s for r in rows)]
 print("\nmedians                  req/s      p50 ms    p99 ms   CPU µs/request of the serving process: user system")
 conns_list = sorted({r[1] for r in rows}, key=int)
 for conns in conns_list:
@@ -280,7 +311,8 @@ for conns in conns_list:
         print(f"  c={conns:<4} {setup:<10} {med(setup, conns, 3):10.0f} {med(setup, conns, 4):10.3f} {med(setup, conns, 5):9.3f}"
               f"   {med(setup, conns, 6):6.1f} {med(setup, conns, 7):6.1f}")
 # a ÷ b in throughput, p99 and CPU time per request (user + system), all from this run.
-pairs = [("patchbay", "nginx"), ("patchbay", "nginx-lua"), ("nginx-lua", "nginx"), ("patchbay", "direct"),
+pairs = [("patchbay", "nginx"), ("patchbay", "nginx-lua"), ("token", "nginx-lua"), ("keyed", "nginx-lua"),
+         ("nginx-lua", "nginx"), ("patchbay", "direct"),
          ("rmw", "patchbay")]
 print("\nratios (medians)                       throughput      p99  CPU/request")
 for conns in conns_list:
