@@ -1,5 +1,15 @@
-# Sourced by the benchmark scripts: free ports, waiting for a listener, and the fixed-answer upstream (an
-# nginx of its own, one worker) that answers a Sweet Spot customer, or a Juice customer echoing its id.
+# Sourced by the benchmark scripts: a scratch directory (WORK) and the processes to stop (PIDS), both cleaned
+# up on exit; free ports, waiting for a listener, and the fixed-answer upstream (an nginx of its own, one
+# worker) that answers a Sweet Spot customer, or a Juice customer echoing its id.
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -62,6 +62,25 @@ pub(crate) struct LinkParts {
     pub precedence: Arc<[&'static str]>,
 }
 
+/// Check 11, which every leg goes through, as the links branch holds it.
+pub(crate) trait Legs:
+    Service<CustomerCall, Response = super::call::Answer, Error = BoxError, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Legs for S where
+    S: Service<CustomerCall, Response = super::call::Answer, Error = BoxError, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The links branch's innermost service; `customers` is check 11, one leg's calls.
 #[derive(Clone)]
 pub(crate) struct LinkService<S> {
@@ -78,15 +97,7 @@ impl<S> LinkService<S> {
     }
 }
 
-impl<S> Service<Routed<JsonBody, LinkTarget>> for LinkService<S>
-where
-    S: Service<CustomerCall, Response = super::call::Answer, Error = BoxError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send,
-{
+impl<S: Legs> Service<Routed<JsonBody, LinkTarget>> for LinkService<S> {
     type Response = Response<Full<Bytes>>;
     type Error = BoxError;
     type Future = BoxFuture<Response<Full<Bytes>>>;
@@ -124,15 +135,7 @@ struct Fanout<S> {
     customers: S,
 }
 
-impl<S> Fanout<S>
-where
-    S: Service<CustomerCall, Response = super::call::Answer, Error = BoxError>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send,
-{
+impl<S: Legs> Fanout<S> {
     /// The link `id`, which the client must be allowed every provider of (403 naming the others).
     async fn link(&self, id: &str, caller: Option<&Caller>) -> Result<Link, BoxError> {
         let link = self.parts.links.get(id).await?;
