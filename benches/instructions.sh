@@ -49,37 +49,7 @@ for i in range(n):
 PY
 }
 
-cat >"$WORK/open.lua" <<'LUA'
-wrk.method = "PATCH"
-wrk.path = "/customers/sweetspot:cus_demo_alice"
-wrk.body = '{"first_name":"Alicia","billing_address":{"city":"Oakland"}}'
-wrk.headers["Content-Type"] = "application/merge-patch+json"
-LUA
-sed "s/^wrk.headers\[\"Content-Type\"\].*/&\nwrk.headers[\"Authorization\"] = \"Bearer $TOKEN\"/" "$WORK/open.lua" >"$WORK/token.lua"
-cat >"$WORK/keyed.lua" <<'LUA'
-wrk.method = "PATCH"
-wrk.body = '{"first_name":"Alicia","billing_address":{"city":"Oakland"}}'
-wrk.headers["Content-Type"] = "application/merge-patch+json"
-local prefix = os.getenv("KEY_PREFIX") or "k"
-local n = 0
-request = function()
-  n = n + 1
-  wrk.headers["Idempotency-Key"] = prefix .. "-" .. n
-  return wrk.format(nil, "/customers/sweetspot:cus_demo_alice")
-end
-LUA
-cat >"$WORK/customers.lua" <<'LUA'
-wrk.method = "PATCH"
-wrk.body = '{"billing_address":{"city":"Lagos"}}'
-wrk.headers["Content-Type"] = "application/merge-patch+json"
-local distinct = tonumber(os.getenv("DISTINCT") or "1")
-local n = 0
-request = function()
-  n = n + 1
-  local path = string.format("/customers/juice:6f7e1e7f-93d1-4fcc-b7a4-%012d", n % distinct)
-  return wrk.format(nil, path)
-end
-LUA
+patchbay_scripts "$WORK" "$TOKEN"
 
 # measure SETUP SCRIPT CONFIG FILL [env…]: one line of the table. CONFIG: a configuration file or "-"; FILL: how
 # many warm-up requests at least (keyed records made, customers met) before the counters are zeroed.
@@ -121,12 +91,12 @@ echo "instructions per request (callgrind, one serving runtime, wrk -t1 -c16 -d$
 for setup in $SETUPS; do
   n=${setup##*-}
   case $setup in
-    open) measure open open.lua - 0 ;;
+    open) measure open patchbay.lua - 0 ;;
     token) clients_toml 1 "$WORK/token.toml"; measure token token.lua "$WORK/token.toml" 0 ;;
     keyed) measure keyed keyed.lua - 0 ;;
     clients-*) clients_toml "$n" "$WORK/$setup.toml"; measure "$setup" token.lua "$WORK/$setup.toml" 0 ;;
     records-*) measure "$setup" keyed.lua - "$n" ;;
-    customers-*) DISTINCT=$n measure "$setup" customers.lua - "$n" ;;
+    customers-*) DISTINCT=$n measure "$setup" rmw.lua - "$n" ;;
     *) echo "unknown setup $setup" >&2; exit 2 ;;
   esac
 done

@@ -168,41 +168,8 @@ wrk.path = "/v1/customers/cus_demo_alice"
 wrk.body = '{"firstName":"Alicia","city":"Oakland"}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
-cat >"$WORK/patchbay.lua" <<'LUA'
-wrk.method = "PATCH"
-wrk.path = "/customers/sweetspot:cus_demo_alice"
-wrk.body = '{"first_name":"Alicia","billing_address":{"city":"Oakland"}}'
-wrk.headers["Content-Type"] = "application/merge-patch+json"
-LUA
+patchbay_scripts "$WORK" "$TOKEN"
 cp "$WORK/patchbay.lua" "$WORK/nginx-lua.lua" # the very request patchbay gets: the same work to do
-cp "$WORK/patchbay.lua" "$WORK/token.lua"
-echo "wrk.headers[\"Authorization\"] = \"Bearer $TOKEN\"" >>"$WORK/token.lua"
-# A new key on every PATCH, and in every wrk thread (each has a Lua state of its own).
-cat >"$WORK/keyed.lua" <<'LUA'
-wrk.method = "PATCH"
-wrk.body = '{"first_name":"Alicia","billing_address":{"city":"Oakland"}}'
-wrk.headers["Content-Type"] = "application/merge-patch+json"
-local prefix = tostring({}):gsub("[^%w]", "")
-local n = 0
-request = function()
-  n = n + 1
-  wrk.headers["Idempotency-Key"] = prefix .. "-" .. n
-  return wrk.format(nil, "/customers/sweetspot:cus_demo_alice")
-end
-LUA
-# Read-merge-write over 1 000 customers: writes to ONE customer are serialised by design, which would
-# measure that lock rather than the cost of the extra read.
-cat >"$WORK/rmw.lua" <<'LUA'
-wrk.method = "PATCH"
-wrk.body = '{"billing_address":{"city":"Lagos"}}'
-wrk.headers["Content-Type"] = "application/merge-patch+json"
-local n = 0
-request = function()
-  n = n + 1
-  local path = string.format("/customers/juice:6f7e1e7f-93d1-4fcc-b7a4-%012d", n % 1000)
-  return wrk.format(nil, path)
-end
-LUA
 
 # Check each setup answers 200 before measuring anything.
 for setup in $SETUPS; do

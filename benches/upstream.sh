@@ -46,3 +46,45 @@ http {
 }
 CONF
 }
+
+# patchbay_scripts DIR TOKEN: the wrk scripts of patchbay's setups, written to DIR:
+#   patchbay.lua  the canonical Sweet Spot PATCH;   token.lua  the same with TOKEN as a client's bearer token;
+#   keyed.lua     the same with a new Idempotency-Key on every PATCH (KEY_PREFIX, and each wrk thread's own);
+#   rmw.lua       a partial Juice billing_address patch (GET + PATCH upstream) over DISTINCT customers
+#                 (default 1 000: writes to ONE customer are serialised by design, which would measure that
+#                 lock rather than the cost of the extra read).
+patchbay_scripts() {
+  cat >"$1/patchbay.lua" <<'LUA'
+wrk.method = "PATCH"
+wrk.path = "/customers/sweetspot:cus_demo_alice"
+wrk.body = '{"first_name":"Alicia","billing_address":{"city":"Oakland"}}'
+wrk.headers["Content-Type"] = "application/merge-patch+json"
+LUA
+  cp "$1/patchbay.lua" "$1/token.lua"
+  echo "wrk.headers[\"Authorization\"] = \"Bearer $2\"" >>"$1/token.lua"
+  cat >"$1/keyed.lua" <<'LUA'
+wrk.method = "PATCH"
+wrk.body = '{"first_name":"Alicia","billing_address":{"city":"Oakland"}}'
+wrk.headers["Content-Type"] = "application/merge-patch+json"
+local thread = tostring({}):gsub("[^%w]", "")
+local prefix = (os.getenv("KEY_PREFIX") or "k") .. "-" .. thread
+local n = 0
+request = function()
+  n = n + 1
+  wrk.headers["Idempotency-Key"] = prefix .. "-" .. n
+  return wrk.format(nil, "/customers/sweetspot:cus_demo_alice")
+end
+LUA
+  cat >"$1/rmw.lua" <<'LUA'
+wrk.method = "PATCH"
+wrk.body = '{"billing_address":{"city":"Lagos"}}'
+wrk.headers["Content-Type"] = "application/merge-patch+json"
+local distinct = tonumber(os.getenv("DISTINCT") or "1000")
+local n = 0
+request = function()
+  n = n + 1
+  local path = string.format("/customers/juice:6f7e1e7f-93d1-4fcc-b7a4-%012d", n % distinct)
+  return wrk.format(nil, path)
+end
+LUA
+}
