@@ -13,7 +13,9 @@
 #                  a keep-alive upstream, the answer back to canonical; the same request as (c)
 # Setups alternate (nginx, nginx-lua, patchbay, nginx, …) for ROUNDS rounds; the summary prints medians of
 # requests/s, p50, p99 and the serving process's CPU time per request (user and system), patchbay's peak
-# RSS, its time to readiness, and the ratios.
+# RSS, its time to readiness, and the ratios; then, per request, the CPU of all three processes sharing the
+# cores (serving, wrk, upstream), the serving process's wakeups and preemptions, and (perf, a round of
+# their own; SYSCALLS=0 skips them) its system calls by name.
 #   bash benches/load.sh                  # DURATION=10s ROUNDS=3 CONNS="64 256" THREADS=2 BENCH_BIN=…
 #   SETUPS="direct nginx nginx-lua" bash benches/load.sh     # a subset; without patchbay and rmw, no build
 set -euo pipefail
@@ -32,6 +34,7 @@ missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx)
 command -v python3 >/dev/null || missing+=(python3)
+[[ ${SYSCALLS:-1} == 0 ]] || command -v perf >/dev/null || missing+=(linux-perf)
 if has nginx-lua; then
   [[ -e $NGINX_MODULES/ngx_http_lua_module.so ]] || missing+=(libnginx-mod-http-lua)
   dpkg -s lua-cjson >/dev/null 2>&1 || missing+=(lua-cjson)
@@ -214,28 +217,85 @@ cpu_ticks() { # pids… → "user system" clock ticks summed over their threads
   echo "$user $system"
 }
 
+# Context switches of those threads: voluntary ones are wakeups (a thread slept in epoll_wait or on a lock and
+# was woken), involuntary ones preemptions (another process took the core).
+switches() { # pids… → "voluntary involuntary"
+  local voluntary=0 involuntary=0 key value status
+  for pid in "$@"; do
+    for status in /proc/"$pid"/task/*/status; do
+      while read -r key value _; do
+        case $key in
+          voluntary_ctxt_switches:) voluntary=$((voluntary + value)) ;;
+          nonvoluntary_ctxt_switches:) involuntary=$((involuntary + value)) ;;
+        esac
+      done <"$status" || true
+    done
+  done
+  echo "$voluntary $involuntary"
+}
+serving() { # setup → the pids serving it
+  case $1 in
+    nginx) echo "$PROXY_WORKERS" ;; nginx-lua) echo "$LUA_WORKERS" ;; direct) echo "$UPSTREAM_WORKERS" ;;
+    token) echo "$PT_PID" ;; keyed) echo "$PK_PID" ;; *) echo "$PB_PID" ;;
+  esac
+}
+
+# Each row: setup conns round req/s p50 p99, then per request (µs of CPU, or counts): the serving process's
+# user and system time, its voluntary and involuntary context switches, wrk's CPU and the upstream's CPU (the
+# two share the machine's cores with the serving process: with them, the whole cost of a request).
 RESULTS=$WORK/results.tsv
 run() { # setup port conns round
-  local out pids before after
-  case $1 in
-    nginx) pids=$PROXY_WORKERS ;; nginx-lua) pids=$LUA_WORKERS ;; direct) pids=$UPSTREAM_WORKERS ;;
-    token) pids=$PT_PID ;; keyed) pids=$PK_PID ;; *) pids=$PB_PID ;;
-  esac
-  before=$(cpu_ticks $pids)
-  out=$(wrk -t"$THREADS" -c"$3" -d"$DURATION" --latency -s "$WORK/$1.lua" "http://127.0.0.1:$2")
-  after=$(cpu_ticks $pids)
+  local out pids before after switched_before switched_after upstream_before upstream_after
+  pids=$(serving "$1")
+  before=$(cpu_ticks $pids); switched_before=$(switches $pids); upstream_before=$(cpu_ticks $UPSTREAM_WORKERS)
+  # `times` after wrk: the CPU time of this subshell's children, wrk alone ("0m1.230s 0m2.340s").
+  out=$(wrk -t"$THREADS" -c"$3" -d"$DURATION" --latency -s "$WORK/$1.lua" "http://127.0.0.1:$2"; times)
+  after=$(cpu_ticks $pids); switched_after=$(switches $pids); upstream_after=$(cpu_ticks $UPSTREAM_WORKERS)
   if grep -q "Non-2xx\|Socket errors" <<<"$out"; then echo "$out" | grep "Non-2xx\|Socket errors" | sed "s/^/  $1 c=$3: /" >&2; fi
-  awk -v setup="$1" -v conns="$3" -v round="$4" -v before="$before" -v after="$after" -v tick="$TICK" '
+  awk -v setup="$1" -v conns="$3" -v round="$4" -v before="$before" -v after="$after" -v tick="$TICK" \
+    -v sb="$switched_before" -v sa="$switched_after" -v ub="$upstream_before" -v ua="$upstream_after" '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+    function seconds(t) { split(t, p, "m"); return p[1] * 60 + p[2] }
     $1 == "50%" { p50 = ms($2) } $1 == "99%" { p99 = ms($2) } $1 == "Requests/sec:" { rps = $2 }
     $2 == "requests" && $3 == "in" { requests = $1 }
+    $1 ~ /^[0-9]+m[0-9.]+s$/ && $2 ~ /^[0-9]+m[0-9.]+s$/ { wrk = seconds($1) + seconds($2) }
     END {
-      split(before, b, " "); split(after, a, " ")
-      us = 1e6 / tick / (requests > 0 ? requests : 1)
-      printf "%s\t%s\t%s\t%.1f\t%.3f\t%.3f\t%.2f\t%.2f\n", setup, conns, round, rps, p50, p99, (a[1] - b[1]) * us, (a[2] - b[2]) * us
+      n = requests > 0 ? requests : 1
+      split(before, b, " "); split(after, a, " "); split(sb, vb, " "); split(sa, va, " ")
+      split(ub, xb, " "); split(ua, xa, " ")
+      us = 1e6 / tick / n
+      printf "%s\t%s\t%s\t%.1f\t%.3f\t%.3f\t%.2f\t%.2f\t%.3f\t%.3f\t%.2f\t%.2f\n", setup, conns, round, rps, p50, p99,
+        (a[1] - b[1]) * us, (a[2] - b[2]) * us, (va[1] - vb[1]) / n, (va[2] - vb[2]) / n, wrk * 1e6 / n,
+        (xa[1] + xa[2] - xb[1] - xb[2]) * us
     }' <<<"$out" >>"$RESULTS"
   tail -n1 "$RESULTS" | awk -F'\t' '{ printf "  %-10s c=%-4s round %s: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu/req user %5.1f us system %5.1f us\n", $1, $2, $3, $4, $5, $6, $7, $8 }'
 }
+
+# System calls per request of the serving process, counted by perf on the kernel's syscall tracepoints in a
+# round of their own (counting costs a little on every call, so it stays out of the measured rounds).
+CALLS=$WORK/calls.tsv
+count_calls() { # setup port conns
+  local pids out requests
+  pids=$(serving "$1" | xargs | tr ' ' ',')
+  perf stat -x, -o "$WORK/perf.out" -e 'raw_syscalls:sys_enter,syscalls:sys_enter_*' -p "$pids" &
+  local perf_pid=$!
+  sleep 0.5 # perf attaches
+  out=$(wrk -t"$THREADS" -c"$3" -d"$DURATION" -s "$WORK/$1.lua" "http://127.0.0.1:$2")
+  kill -INT "$perf_pid"; wait "$perf_pid" || true
+  requests=$(awk '$2 == "requests" && $3 == "in" { print $1 }' <<<"$out")
+  awk -F, -v setup="$1" -v conns="$3" -v n="$requests" '
+    $1 + 0 > 0 && $3 == "raw_syscalls:sys_enter" { total = $1 }
+    $1 + 0 > 0 && $3 ~ /^syscalls:sys_enter_/ { name = substr($3, 20); count[name] = $1 }
+    END {
+      line = ""
+      for (name in count) if (count[name] / n >= 0.01) line = line sprintf(" %s=%.2f", name, count[name] / n)
+      printf "%s\t%s\t%.2f\t%s\n", setup, conns, total / n, line
+    }' "$WORK/perf.out" >>"$CALLS"
+}
+COUNTING=
+if [[ ${SYSCALLS:-1} == 1 ]] && command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1; then
+  COUNTING=1
+fi
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; wrk -t$THREADS -d$DURATION; rounds: $ROUNDS"
 SINGLE_RSS_KB=0; SINGLE_CONNS=0; PEAK_RSS_KB=0; READY_MS=${READY_MS:-0}
@@ -251,11 +311,23 @@ for conns in $CONNS; do
   if [[ -n $BIN ]]; then SINGLE_RSS_KB=$(rss); SINGLE_CONNS=$conns; fi
   if has rmw; then run rmw "$PB" "$conns" 1; fi
 done
+if [[ -n $COUNTING ]]; then
+  echo "counting system calls per request (perf, one round per setup)"
+  for conns in $CONNS; do
+    for setup in direct nginx nginx-lua patchbay token keyed rmw; do
+      if has $setup; then count_calls $setup "${PORT[$setup]}" "$conns"; fi
+    done
+  done
+else
+  echo "system calls not counted: perf cannot read the kernel's syscall tracepoints here (SYSCALLS=0, no perf, or no permission)"
+fi
 if [[ -n $BIN ]]; then PEAK_RSS_KB=$(rss); fi
 
-python3 - "$RESULTS" "$PEAK_RSS_KB" "$READY_MS" "$SINGLE_RSS_KB" "$SINGLE_CONNS" <<'PY'
+touch "$CALLS"
+python3 - "$RESULTS" "$PEAK_RSS_KB" "$READY_MS" "$SINGLE_RSS_KB" "$SINGLE_CONNS" "$CALLS" <<'PY'
 import csv, statistics, sys
 rows = list(csv.reader(open(sys.argv[1]), delimiter="\t"))
+calls = list(csv.reader(open(sys.argv[6]), delimiter="\t"))
 peak_mib = int(sys.argv[2]) / 1024
 ready_ms = int(sys.argv[3])
 single_mib, single_conns = int(sys.argv[4]) / 1024, sys.argv[5]
@@ -281,6 +353,20 @@ for conns in conns_list:
             name = "read-merge-write ÷ single-call" if a == "rmw" else f"{a} ÷ {b}"
             print(f"  c={conns:<4} {name:<31} {med(a, conns, 3) / med(b, conns, 3):10.2f} "
                   f"{med(a, conns, 5) / med(b, conns, 5):8.2f} {cpu(a) / cpu(b):12.2f}")
+print("\nper request (medians)        CPU µs: serving  wrk  upstream  all   context switches of the serving process:")
+print("                                                                     wakeups  preemptions")
+for conns in conns_list:
+    for setup in setups:
+        serving = med(setup, conns, 6) + med(setup, conns, 7)
+        wrk, upstream = med(setup, conns, 10), med(setup, conns, 11)
+        # direct: the upstream is the serving process.
+        whole = serving + wrk + (0 if setup == "direct" else upstream)
+        print(f"  c={conns:<4} {setup:<10}      {serving:15.1f} {wrk:5.1f} {upstream:8.1f} {whole:6.1f}"
+              f"   {med(setup, conns, 8):8.3f} {med(setup, conns, 9):10.3f}")
+if calls:
+    print("\nsystem calls per request of the serving process (perf, a round of their own)")
+    for setup, conns, total, names in calls:
+        print(f"  c={conns:<4} {setup:<10} {float(total):5.2f}  {names.strip()}")
 if "patchbay" in setups or "rmw" in setups:
     print(f"\npatchbay peak RSS {single_mib:.1f} MiB through the single-call rounds at {single_conns} connections, "
           f"{peak_mib:.1f} MiB over the whole run (read-merge-write opens Juice's own upstream connections); "
