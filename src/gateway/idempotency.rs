@@ -82,13 +82,17 @@ fn hex_text(ascii: &[u8]) -> String {
     String::from_utf8(ascii.to_vec()).expect("hex digits are ASCII")
 }
 
-/// A stored answer.
+/// A stored answer. Kept in this process as it will be sent again (a replay shares the body's bytes;
+/// header names and values as `http` holds them); in Redis as JSON, `{"fingerprint", "status",
+/// "headers": [[name, value], …], "body": "…"}`, the shape every version has stored.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Stored {
     fingerprint: String,
     status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+    #[serde(with = "header_pairs")]
+    headers: Vec<(HeaderName, HeaderValue)>,
+    #[serde(with = "text")]
+    body: Bytes,
 }
 
 /// The answer's fields that describe that moment's quota, not the answer: a replay consumed nothing.
@@ -105,34 +109,84 @@ impl Stored {
         if !final_answer {
             return None;
         }
+        // Kept as JSON text in Redis: a body or header value that is not text is not kept.
+        std::str::from_utf8(body).ok()?;
         let headers = response
             .headers()
             .iter()
             .filter(|(name, _)| !NOT_REPLAYED.contains(&name.as_str()))
-            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+            .filter(|(_, value)| value.to_str().is_ok())
+            .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
         Some(Stored {
             fingerprint: fingerprint.to_owned(),
             status: status.as_u16(),
             headers,
-            body: String::from_utf8(body.to_vec()).ok()?,
+            // A copy of its own: the answer's buffer has room to spare (1 KiB for a few hundred bytes),
+            // which a kept record would hold for its whole life.
+            body: Bytes::copy_from_slice(body),
         })
     }
 
     fn replay(&self) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::new(Bytes::from(self.body.clone())));
+        let mut response = Response::new(Full::new(self.body.clone()));
         *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
         let headers = response.headers_mut();
         for (name, value) in &self.headers {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::try_from(name.as_str()),
-                HeaderValue::try_from(value.as_str()),
-            ) {
-                headers.append(name, value);
-            }
+            headers.append(name.clone(), value.clone());
         }
         headers.insert(REPLAYED, HeaderValue::from_static("true"));
         response
+    }
+}
+
+/// Header pairs as `[[name, value], …]` of text; a pair that is not a header (a record edited by hand, say)
+/// is skipped when read, as replaying it would be.
+mod header_pairs {
+    use http::{HeaderName, HeaderValue};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        pairs: &[(HeaderName, HeaderValue)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            pairs
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.to_str().unwrap_or_default())),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, D::Error> {
+        let pairs = Vec::<(String, String)>::deserialize(deserializer)?;
+        Ok(pairs
+            .into_iter()
+            .filter_map(|(name, value)| {
+                Some((
+                    HeaderName::try_from(name).ok()?,
+                    HeaderValue::try_from(value).ok()?,
+                ))
+            })
+            .collect())
+    }
+}
+
+/// Bytes that are UTF-8 text, as a JSON string.
+mod text {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => serializer.serialize_str(text),
+            Err(_) => Err(serde::ser::Error::custom("a stored body is not UTF-8")),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+        String::deserialize(deserializer).map(Bytes::from)
     }
 }
 
@@ -291,6 +345,38 @@ mod tests {
         let legacy = hex::encode(legacy.finalize());
         assert!(keyed.matches(&legacy));
         assert!(!other.matches(&legacy));
+    }
+
+    /// A stored answer reads back what it wrote, in the JSON shape every version has kept in Redis.
+    #[test]
+    fn a_stored_answer_keeps_its_shape_in_redis() {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
+        *response.status_mut() = StatusCode::CREATED;
+        let headers = response.headers_mut();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert("ratelimit", HeaderValue::from_static("limit=3, remaining=2"));
+        headers.append("vary", HeaderValue::from_static("a"));
+        headers.append("vary", HeaderValue::from_static("b"));
+        let body = Bytes::from_static(br#"{"id":"juice:1"}"#);
+        let stored = Stored::of(&response, &body, "x3:f").unwrap();
+        let text = serde_json::to_string(&stored).unwrap();
+        assert_eq!(
+            text,
+            r#"{"fingerprint":"x3:f","status":201,"headers":[["content-type","application/json"],["vary","a"],["vary","b"]],"body":"{\"id\":\"juice:1\"}"}"#
+        );
+        let earlier = r#"{"fingerprint":"ab","status":200,"headers":[["content-type","application/json"],["bad name","x"]],"body":"{}"}"#;
+        for text in [text.as_str(), earlier] {
+            let read: Stored = serde_json::from_str(text).unwrap();
+            let replay = read.replay();
+            assert_eq!(replay.headers()["content-type"], "application/json");
+            assert_eq!(replay.headers()[REPLAYED], "true");
+            assert!(!replay.headers().contains_key("ratelimit"));
+        }
+        let replay = stored.replay();
+        assert_eq!(replay.status(), StatusCode::CREATED);
+        assert_eq!(replay.headers().get_all("vary").iter().count(), 2);
+        // Not text: not kept.
+        assert!(Stored::of(&response, &Bytes::from_static(&[0xff]), "x3:f").is_none());
     }
 
     /// A record's name and fingerprint are spelt as the versions that stored them spelt them, so that
