@@ -230,10 +230,8 @@ impl<S: Legs> Fanout<S> {
         let legs = plan(&link, body.object.clone(), lenient)?;
         let keyed = key.as_ref().map(|key| {
             let client = caller.as_ref().map_or("", |caller| caller.name);
-            let body = serde_json::to_vec(&body.object).expect("JSON objects serialise");
-            let handling: &[u8] = if lenient { b"lenient" } else { b"strict" };
             let target = head.uri.path().as_bytes();
-            Keyed::new(client, key.as_bytes(), &[b"PATCH", target, handling, &body])
+            Keyed::patch(client, key.as_bytes(), target, lenient, &body.object)
         });
         let this = Fanout {
             parts: self.parts.clone(),

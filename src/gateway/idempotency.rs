@@ -18,6 +18,7 @@ use futures_util::FutureExt;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -32,31 +33,58 @@ pub(crate) struct Keyed {
     /// (a collision would only mislead the client that made it), so it needs no cryptographic hash.
     pub fingerprint: String,
     /// The request as fingerprinted, for a record an earlier version kept with its SHA-256.
-    request: Arc<[u8]>,
+    request: Box<[u8]>,
 }
 
 impl Keyed {
-    /// `client` (`""` when patchbay is open) and its key; the request's method, target, handling and
-    /// body as patchbay read them (a body's keys in order, so reordered members are the same request).
-    pub fn new(client: &str, key: &[u8], parts: &[&[u8]]) -> Keyed {
+    /// A keyed PATCH: `client` (`""` when patchbay is open) and its key; the PATCH's target, handling
+    /// and body as patchbay read them (the body's keys in order, so reordered members are the same
+    /// request). The body is written straight after the other parts, its length put before it once known.
+    pub fn patch(
+        client: &str,
+        key: &[u8],
+        target: &[u8],
+        lenient: bool,
+        body: &serde_json::Map<String, Value>,
+    ) -> Keyed {
+        let handling: &[u8] = if lenient { b"lenient" } else { b"strict" };
+        let mut request = Vec::with_capacity(256);
+        for part in [b"PATCH", target, handling] {
+            request.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            request.extend_from_slice(part);
+        }
+        let at = request.len();
+        request.extend_from_slice(&[0; 8]);
+        serde_json::to_writer(&mut request, body).expect("JSON objects serialise");
+        let length = (request.len() - at - 8) as u64;
+        request[at..at + 8].copy_from_slice(&length.to_be_bytes());
+        Keyed::of(client, key, request)
+    }
+
+    /// `client` and its key, and the request's parts, each after its length.
+    #[cfg(test)]
+    fn new(client: &str, key: &[u8], parts: &[&[u8]]) -> Keyed {
+        let mut request = Vec::new();
+        for part in parts {
+            request.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            request.extend_from_slice(part);
+        }
+        Keyed::of(client, key, request)
+    }
+
+    fn of(client: &str, key: &[u8], request: Vec<u8>) -> Keyed {
         let scope = Sha256::new()
             .chain_update(client)
             .chain_update([0])
             .chain_update(key)
             .finalize();
-        let length = parts.iter().map(|part| 8 + part.len()).sum();
-        let mut request = Vec::with_capacity(length);
-        for part in parts {
-            request.extend_from_slice(&(part.len() as u64).to_be_bytes());
-            request.extend_from_slice(part);
-        }
         let mut fingerprint = *b"x3:00000000000000000000000000000000";
         let hash = xxhash_rust::xxh3::xxh3_128(&request).to_be_bytes();
         hex::encode_to_slice(hash, &mut fingerprint[3..]).expect("16 bytes are 32 hex digits");
         Keyed {
             scope: lower_hex(&scope),
             fingerprint: hex_text(&fingerprint),
-            request: request.into(),
+            request: request.into_boxed_slice(),
         }
     }
 
@@ -396,6 +424,16 @@ mod tests {
             .collect();
         let hash = xxhash_rust::xxh3::xxh3_128(&prefixed);
         assert_eq!(keyed.fingerprint, format!("x3:{hash:032x}"));
+        // A PATCH's parts are its method, target, handling and body, as they always were.
+        let body: serde_json::Map<String, Value> = serde_json::from_str(r#"{"b":{"y":1,"x":2},"a":"é"}"#).unwrap();
+        for lenient in [false, true] {
+            let patch = Keyed::patch("billing", b"k1", b"/customers/juice:1", lenient, &body);
+            let handling: &[u8] = if lenient { b"lenient" } else { b"strict" };
+            let text = serde_json::to_vec(&body).unwrap();
+            let parts: [&[u8]; 4] = [b"PATCH", b"/customers/juice:1", handling, &text];
+            assert_eq!(patch.fingerprint, Keyed::new("billing", b"k1", &parts).fingerprint);
+            assert_eq!(&*patch.request, &*Keyed::new("billing", b"k1", &parts).request);
+        }
         // A hash with leading zero digits keeps them.
         assert_eq!(lower_hex(&[0, 1, 0xab]), "0001ab");
     }

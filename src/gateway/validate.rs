@@ -85,10 +85,8 @@ impl Validate {
                 Some(Identity::Known(caller)) => caller.name,
                 _ => "",
             };
-            let body = serde_json::to_vec(&object).expect("JSON objects serialise");
-            let handling: &[u8] = if lenient { b"lenient" } else { b"strict" };
             let target = head.uri.path().as_bytes();
-            let keyed = Keyed::new(client, key.as_bytes(), &[b"PATCH", target, handling, &body]);
+            let keyed = Keyed::patch(client, key.as_bytes(), target, lenient, &object);
             call.extensions.insert(keyed);
         }
         let provider = &call.provider;
