@@ -382,7 +382,10 @@ mod tests {
         *response.status_mut() = StatusCode::CREATED;
         let headers = response.headers_mut();
         headers.insert("content-type", HeaderValue::from_static("application/json"));
-        headers.insert("ratelimit", HeaderValue::from_static("limit=3, remaining=2"));
+        headers.insert(
+            "ratelimit",
+            HeaderValue::from_static("limit=3, remaining=2"),
+        );
         headers.append("vary", HeaderValue::from_static("a"));
         headers.append("vary", HeaderValue::from_static("b"));
         let body = Bytes::from_static(br#"{"id":"juice:1"}"#);
@@ -425,14 +428,21 @@ mod tests {
         let hash = xxhash_rust::xxh3::xxh3_128(&prefixed);
         assert_eq!(keyed.fingerprint, format!("x3:{hash:032x}"));
         // A PATCH's parts are its method, target, handling and body, as they always were.
-        let body: serde_json::Map<String, Value> = serde_json::from_str(r#"{"b":{"y":1,"x":2},"a":"é"}"#).unwrap();
+        let body: serde_json::Map<String, Value> =
+            serde_json::from_str(r#"{"b":{"y":1,"x":2},"a":"é"}"#).unwrap();
         for lenient in [false, true] {
             let patch = Keyed::patch("billing", b"k1", b"/customers/juice:1", lenient, &body);
             let handling: &[u8] = if lenient { b"lenient" } else { b"strict" };
             let text = serde_json::to_vec(&body).unwrap();
             let parts: [&[u8]; 4] = [b"PATCH", b"/customers/juice:1", handling, &text];
-            assert_eq!(patch.fingerprint, Keyed::new("billing", b"k1", &parts).fingerprint);
-            assert_eq!(&*patch.request, &*Keyed::new("billing", b"k1", &parts).request);
+            assert_eq!(
+                patch.fingerprint,
+                Keyed::new("billing", b"k1", &parts).fingerprint
+            );
+            assert_eq!(
+                &*patch.request,
+                &*Keyed::new("billing", b"k1", &parts).request
+            );
         }
         // A hash with leading zero digits keeps them.
         assert_eq!(lower_hex(&[0, 1, 0xab]), "0001ab");
