@@ -50,8 +50,7 @@ impl Keyed {
         let handling: &[u8] = if lenient { b"lenient" } else { b"strict" };
         let mut request = Vec::with_capacity(256);
         for part in [b"PATCH", target, handling] {
-            request.extend_from_slice(&(part.len() as u64).to_be_bytes());
-            request.extend_from_slice(part);
+            push_part(&mut request, part);
         }
         let at = request.len();
         request.extend_from_slice(&[0; 8]);
@@ -66,8 +65,7 @@ impl Keyed {
     fn new(client: &str, key: &[u8], parts: &[&[u8]]) -> Keyed {
         let mut request = Vec::new();
         for part in parts {
-            request.extend_from_slice(&(part.len() as u64).to_be_bytes());
-            request.extend_from_slice(part);
+            push_part(&mut request, part);
         }
         Keyed::of(client, key, request)
     }
@@ -96,6 +94,12 @@ impl Keyed {
             false => stored == hex::encode(Sha256::digest(&self.request)),
         }
     }
+}
+
+/// One part of a fingerprinted request: its length (8 bytes, big-endian), then the part.
+fn push_part(request: &mut Vec<u8>, part: &[u8]) {
+    request.extend_from_slice(&(part.len() as u64).to_be_bytes());
+    request.extend_from_slice(part);
 }
 
 /// `bytes` in lowercase hex. hex's `encode` goes character by character through an iterator (~1.7 k
